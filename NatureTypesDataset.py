@@ -1,0 +1,270 @@
+"""Images of a split CSV as tensors: the plain Dataset, the transforms, and the fast cached path.
+
+    from NatureTypesDataset import NatureTypesDataset, build_transforms, build_loader
+
+Transforms are built in one place from a run's config (image size, mean/std, augmentation), so
+training, evaluation and feature maps see the same inputs. Two loaders give the same batches:
+
+- ``plain``: ``NatureTypesDataset`` decodes each image with PIL per item in a ``DataLoader``;
+- ``cached`` (default): every image is decoded once, resized exactly as the plain path resizes it,
+  into a uint8 memory-mapped file keyed by the CSV, the files' sizes and times and the image size;
+  augmentation (random resized crop and flip) then runs on whole batches. Its evaluation inputs
+  equal the plain path's.
+"""
+import csv
+import hashlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+
+from cli import UserError
+from data_handling import CSV_COLUMNS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_RATIO = (3 / 4, 4 / 3)
+CACHE_VERSION = "1"
+
+
+def load_image(path):
+    """Open an image as RGB whatever its mode (grayscale, palette, RGBA, CMYK)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def read_split_csv(csv_file, root, class_names=None):
+    """Read a split CSV as [(relative_path, label)], checking it against the folder before any work.
+
+    Raises UserError naming the missing files, or a class the folder (or ``class_names``) lacks.
+    """
+    if not os.path.isfile(csv_file):
+        raise UserError(f"split file {csv_file!r} does not exist; run python main.py --steps=split first.")
+    with open(csv_file, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header) != CSV_COLUMNS:
+            raise UserError(f"{csv_file} is not a split CSV: its header should be {','.join(CSV_COLUMNS)}.")
+        rows = list(reader)
+    if class_names is None:
+        class_names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")) \
+            if os.path.isdir(root) else []
+    unknown = sorted({(name, label) for _, label, name in rows
+                      if name not in class_names or int(label) != class_names.index(name)})
+    if unknown:
+        shown = ", ".join(f"{name} (index {label})" for name, label in unknown[:5])
+        raise UserError(f"{csv_file} has classes that {root!r} does not have at those indices: {shown}; "
+                        f"the classes there are {', '.join(class_names) or 'none'}.")
+    missing = [rel for rel, _, _ in rows if not os.path.isfile(os.path.join(root, rel))]
+    if missing:
+        raise UserError(f"{len(missing)} image(s) listed in {csv_file} are missing under {root!r}, e.g. "
+                        f"{', '.join(missing[:5])}; fix data_root or make the split again.")
+    return [(rel, int(label)) for rel, label, _ in rows]
+
+
+def build_transforms(config, train):
+    """The PIL-to-tensor transforms of a run: augmented for training, plain resize otherwise."""
+    size = config["image_size"]
+    normalize = [transforms.ToTensor(), transforms.Normalize(config["mean"], config["std"])]
+    if train and config.get("augment", True):
+        return transforms.Compose([
+            transforms.RandomResizedCrop(size, scale=(config["crop_min_scale"], 1.0), ratio=CROP_RATIO,
+                                         antialias=True),
+            transforms.RandomHorizontalFlip(), *normalize])
+    return transforms.Compose([transforms.Resize((size, size), antialias=True), *normalize])
+
+
+class NatureTypesDataset(Dataset):
+    """One split CSV as a map-style dataset of ``(image_tensor, label)``."""
+
+    def __init__(self, csv_file, root, transform=None, class_names=None):
+        self.root = root
+        self.samples = read_split_csv(csv_file, root, class_names)
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        rel, label = self.samples[index]
+        image = load_image(os.path.join(self.root, rel))
+        return (self.transform(image) if self.transform else image), label
+
+    @property
+    def targets(self):
+        return [label for _, label in self.samples]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path: a uint8 cache at the run's resolution and augmentation on whole batches.
+
+def cache_key(csv_file, root, samples, size):
+    """Changes whenever the CSV, any listed file (size or time) or the image size changes."""
+    digest = hashlib.sha256(f"{CACHE_VERSION}:{size}:".encode())
+    with open(csv_file, "rb") as f:
+        digest.update(f.read())
+    for rel, _ in samples:
+        stat = os.stat(os.path.join(root, rel))
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:20]
+
+
+def decode_resized(path, size):
+    """The plain path's evaluation resize, as a (size, size, 3) uint8 array."""
+    resize = transforms.Resize((size, size), antialias=True)
+    return np.asarray(resize(load_image(path)), dtype=np.uint8)
+
+
+def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=print):
+    """Return a read-only (N, size, size, 3) uint8 memmap of the split, building it if needed.
+
+    The file is written under a temporary name and renamed, so a killed build leaves no torn cache.
+    With ``build=False`` (the other ranks of a distributed run) it only opens an existing one.
+    """
+    path = os.path.join(cache_dir, f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-"
+                                   f"{cache_key(csv_file, root, samples, size)}.u8")
+    shape = (len(samples), size, size, 3)
+    if not os.path.exists(path) and build:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+        def fill(i):
+            array[i] = decode_resized(os.path.join(root, samples[i][0]), size)
+
+        log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+            list(pool.map(fill, range(len(samples))))
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def shard_indices(n, rank, world, shuffle, seed, epoch):
+    """The indices one rank sees in one epoch.
+
+    Training (shuffle) takes a seeded permutation and drops the tail that does not divide among the
+    ranks, so no sample is repeated; evaluation takes every index, ranks interleaved, none padded.
+    """
+    if not shuffle:
+        return torch.arange(rank, n, world)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[: n - n % world][rank::world]
+
+
+def random_resized_crop_flip(images, scale_min, generator):
+    """Random resized crop (area in [scale_min, 1], ratio 3/4..4/3) and horizontal flip per image.
+
+    One ``affine_grid``/``grid_sample`` call for the whole batch of float NCHW images.
+    """
+    n = images.shape[0]
+    uniform = lambda low, high: torch.rand(n, generator=generator) * (high - low) + low  # noqa: E731
+    area = uniform(scale_min, 1.0)
+    log_ratio = uniform(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
+    height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    center_x = (torch.rand(n, generator=generator) * 2 - 1) * (1 - width)
+    center_y = (torch.rand(n, generator=generator) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = width * flip, center_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, center_y
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class CachedLoader:
+    """Batches of a split from its uint8 cache: ``(images, targets)`` ready for the model.
+
+    Images arrive on ``device`` as normalised float32 NCHW tensors in channels-last memory
+    (the cache is NHWC, so this needs no copy beyond the dtype change).
+    """
+
+    def __init__(self, cache, labels, config, batch_size, device, train, rank=0, world=1):
+        self.cache, self.labels = cache, torch.as_tensor(labels)
+        self.batch_size, self.device, self.train = batch_size, device, train
+        self.augment = train and config.get("augment", True)
+        self.crop_min_scale, self.seed = config["crop_min_scale"], config["seed"]
+        self.rank, self.world, self.epoch = rank, world, 0
+        self.mean = torch.tensor(config["mean"], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(config["std"], device=device).view(1, 3, 1, 1)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    @property
+    def indices(self):
+        return shard_indices(len(self.labels), self.rank, self.world, self.train, self.seed, self.epoch)
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self):
+        indices = self.indices
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7919 * (self.rank + 1))
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start:start + self.batch_size]
+            pixels = torch.from_numpy(self.cache[batch.numpy()]).to(self.device, non_blocking=True)
+            images = pixels.permute(0, 3, 1, 2).float().div(255)
+            if self.augment:
+                images = random_resized_crop_flip(images, self.crop_min_scale, generator)
+            images = images.sub(self.mean).div(self.std).contiguous(memory_format=torch.channels_last)
+            yield images, self.labels[batch].to(self.device, non_blocking=True)
+
+
+class PlainLoader:
+    """The same interface over ``NatureTypesDataset`` and a ``DataLoader`` (PIL per item)."""
+
+    def __init__(self, dataset, config, batch_size, device, train, num_workers=0, rank=0, world=1):
+        self.dataset, self.batch_size, self.device, self.train = dataset, batch_size, device, train
+        self.num_workers, self.seed = num_workers, config["seed"]
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    set_epoch = CachedLoader.set_epoch
+
+    @property
+    def indices(self):
+        return shard_indices(len(self.dataset), self.rank, self.world, self.train, self.seed, self.epoch)
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self):
+        loader = DataLoader(Subset(self.dataset, self.indices.tolist()), batch_size=self.batch_size,
+                            num_workers=self.num_workers, persistent_workers=False,
+                            generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        for images, targets in loader:
+            yield (images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+                   targets.to(self.device, non_blocking=True))
+
+
+def build_loader(config, split, train, device, rank=0, world=1, csv_file=None, log=print):
+    """The loader of one split (``train``/``validation``/``test``, or any CSV) as the config says.
+
+    ``config["loader"]`` picks ``cached`` (default) or ``plain``; both check the CSV against the
+    folder first and give the same evaluation batches.
+    """
+    csv_file = csv_file or config[f"{split}_csv"]
+    root = config["data_root"]
+    batch_size = config["batch_size"] // world if train else config["eval_batch_size"]
+    if config["loader"] == "plain":
+        dataset = NatureTypesDataset(csv_file, root, build_transforms(config, train), config["class_names"])
+        return PlainLoader(dataset, config, batch_size, device, train, config["num_workers"], rank, world)
+    if config["loader"] != "cached":
+        raise UserError(f"--loader takes cached or plain, not {config['loader']!r}.")
+    samples = read_split_csv(csv_file, root, config["class_names"])
+    open_cache = lambda: open_image_cache(csv_file, root, samples, config["image_size"],  # noqa: E731
+                                          config["cache_dir"], build=rank == 0, log=log)
+    cache = open_cache() if rank == 0 else None
+    if world > 1:  # rank 0 builds the cache once; the others open it when it is there
+        torch.distributed.barrier()
+    cache = cache if cache is not None else open_cache()
+    return CachedLoader(cache, [label for _, label in samples], config, batch_size, device, train, rank, world)

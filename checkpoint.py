@@ -1,0 +1,126 @@
+"""Checkpoint I/O shared by every script: atomic saves, safe loads, models rebuilt from the file.
+
+A checkpoint is a dict of tensors and plain values only (so ``torch.load(weights_only=True)``
+reads it and never unpickles code): ``model`` (the unwrapped state dict), ``optimizer``,
+``scheduler``, ``epoch``, ``best_metric``, ``history`` (one dict of metrics per epoch) and
+``config`` (every setting of the run, with ``arch``, ``class_names``, ``image_size``, ``mean``,
+``std``, the split CSVs and the seed).
+"""
+import errno
+import os
+import pickle
+import socket
+
+import torch
+
+from cli import UserError
+from models import build_model
+
+REQUIRED_KEYS = ("model", "config", "epoch")
+REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
+
+
+def save_checkpoint(state, path):
+    """Write to a temporary file, flush it to disk, then rename: a kill never leaves a torn file."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+        raise UserError(f"could not save {path}: {reason}; the previous checkpoint there is untouched.") from None
+
+
+def load_checkpoint(path):
+    """Load a checkpoint of this project, refusing anything else with a sentence that says why."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path!r} does not exist.")
+    hint = ("for a run's last.pth, resume from its best.pth (copy it over last.pth) or start over with "
+            "--restart=true")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} holds objects other than tensors and plain values and was refused unread "
+                        f"(checkpoints are never unpickled as code); {hint}.") from None
+    except Exception as error:
+        raise UserError(f"{path} is truncated or not a checkpoint ({type(error).__name__}); {hint}.") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS) \
+            or any(k not in checkpoint["config"] for k in REQUIRED_CONFIG):
+        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project "
+                        f"(it needs {', '.join(REQUIRED_KEYS)} and a config with {', '.join(REQUIRED_CONFIG)}).")
+    return checkpoint
+
+
+def load_weights(model, state_dict, path, arch):
+    """``load_state_dict`` with a clear error when the weights are of another architecture."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        first = str(error).split("\n\t")[1].strip() if "\n\t" in str(error) else str(error)[:200]
+        raise UserError(f"the weights in {path} do not fit a {arch} with {model.fc.out_features} classes "
+                        f"({first}); it was saved from another architecture or class list.") from None
+
+
+def model_from_checkpoint(checkpoint, path):
+    """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU)."""
+    config = checkpoint["config"]
+    model = build_model(config["arch"], len(config["class_names"]))
+    load_weights(model, checkpoint["model"], path, config["arch"])
+    return model.eval()
+
+
+def check_class_names(checkpoint_classes, data_classes, path, where):
+    if list(checkpoint_classes) != list(data_classes):
+        raise UserError(f"{path} was trained on classes {', '.join(checkpoint_classes)} but {where} has "
+                        f"{', '.join(data_classes)}; evaluate it on data with the same classes.")
+
+
+class RunLock:
+    """A lock file in a run folder so two training processes never write the same run.
+
+    A lock left by a process that is gone (killed, crashed) is taken over, never stuck forever.
+    """
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, ".lock")
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    def holder_alive(self):
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                host, _, pid = f.read().strip().rpartition(":")
+            if host != socket.gethostname():
+                return True  # another machine's process: cannot check, so respect it
+            os.kill(int(pid), 0)
+            return True
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return False
+        except PermissionError:
+            return True
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(self.owner)
+                return self
+            except FileExistsError:
+                if self.holder_alive():
+                    with open(self.path, encoding="utf-8") as f:
+                        holder = f.read().strip()
+                    raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
+                                    "wait for it to finish or choose another --run.") from None
+                os.remove(self.path)  # stale: its process is gone
+        raise UserError(f"could not take the lock {self.path}; remove it if no training is running.")
+
+    def __exit__(self, *exc):
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,201 @@
+"""Split a folder of class sub-folders into train.csv, validation.csv and test.csv.
+
+    python main.py --steps=split --data_root=data --splits_dir=splits
+
+Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
+is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
+images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
+whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
+"""
+import csv
+import hashlib
+import json
+import os
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+
+from cli import UserError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+SPLITS = ("train", "validation", "test")
+CSV_COLUMNS = ("path", "label", "class_name")
+SPLIT_INFO = "split_info.json"
+# The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
+DEFAULT_VAL_SIZE = 3000 / 17034
+DEFAULT_TEST_SIZE = 2000 / 17034
+
+
+def is_image_name(name):
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def scan_dataset(root):
+    """Return (class_names, [(relative_path, label)]) for a root of class folders, sorted."""
+    if not os.path.exists(root):
+        raise UserError(f"dataset root {root!r} does not exist; put one sub-folder of images per class there.")
+    if not os.path.isdir(root):
+        raise UserError(f"dataset root {root!r} is a file, not a folder of class sub-folders.")
+    class_names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not class_names:
+        raise UserError(f"dataset root {root!r} has no class sub-folders; put one sub-folder of images per class there.")
+    samples, empty = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(f for f in os.listdir(os.path.join(root, name)) if is_image_name(f)
+                       and os.path.isfile(os.path.join(root, name, f)))
+        if not files:
+            empty.append(name)
+        samples += [(f"{name}/{f}", label) for f in files]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
+                        f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
+    return class_names, samples
+
+
+def inspect_image(path):
+    """Return (sha256 of the file's bytes, None) or (None, reason) when it cannot be decoded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(path) as image:
+            image.load()
+        return hashlib.sha256(data).hexdigest(), None
+    except Exception as error:  # PIL raises many kinds for a bad file; each one means "unreadable"
+        return None, f"{type(error).__name__}: {error}"
+
+
+def inspect_all(root, samples, workers=8):
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda s: inspect_image(os.path.join(root, s[0])), samples))
+
+
+def resolve_size(size, total, what):
+    """A size below 1 is a fraction of the total, otherwise a count of images."""
+    count = round(size * total) if size < 1 else int(size)
+    if size < 0 or count > total:
+        raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
+    return count
+
+
+def class_quotas(class_counts, count):
+    """Split ``count`` over classes in proportion to their sizes, summing exactly (largest remainder)."""
+    total = sum(class_counts)
+    exact = [n * count / total for n in class_counts]
+    quotas = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda c: (quotas[c] - exact[c], c))
+    for c in by_remainder[:count - sum(quotas)]:
+        quotas[c] += 1
+    return quotas
+
+
+def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
+    """Stratified assignment of every readable sample to a split, duplicates kept together.
+
+    Copies with the same content form one group, filed under the class of its first path; groups
+    are shuffled per class with the seed and fill the test, then the validation quota.
+    Returns {split: [sample, ...]}.
+    """
+    per_class = defaultdict(list)
+    for members in group_by_content(samples, digests):
+        per_class[members[0][1]].append(members)
+    class_counts = [sum(len(g) for g in per_class[c]) for c in range(num_classes)]
+    total = sum(class_counts)
+    test_quota = class_quotas(class_counts, resolve_size(test_size, total, "test"))
+    val_quota = class_quotas(class_counts, resolve_size(val_size, total, "validation"))
+    rng = random.Random(seed)
+    splits = {name: [] for name in SPLITS}
+    for c in range(num_classes):
+        class_groups = sorted(per_class[c])
+        rng.shuffle(class_groups)
+        need = {"test": test_quota[c], "validation": val_quota[c]}
+        for members in class_groups:
+            split = next((s for s in ("test", "validation") if len(members) <= need[s]), "train")
+            if split != "train":
+                need[split] -= len(members)
+            splits[split] += members
+    return {name: sorted(rows) for name, rows in splits.items()}
+
+
+def check_disjoint(split_paths, digest_of=None):
+    """Raise UserError if any path (or, given ``digest_of``, any file content) is in two splits."""
+    seen = {}
+    for split, paths in split_paths.items():
+        for path in paths:
+            for key in [("path", path)] + ([("content", digest_of[path])] if digest_of else []):
+                if key in seen and seen[key][0] != split:
+                    raise UserError(f"splits overlap: {path} ({split}) and {seen[key][1]} ({seen[key][0]}) "
+                                    f"have the same {key[0]}; make the split again with main.py --steps=split.")
+                seen.setdefault(key, (split, path))
+
+
+def write_csv(path, rows, class_names):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows((rel, label, class_names[label]) for rel, label in rows)
+    os.replace(tmp, path)
+
+
+def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
+    """Scan, check, split and write the three CSVs plus split_info.json. Returns the info dict."""
+    class_names, samples = scan_dataset(root)
+    if os.path.abspath(splits_dir).startswith(os.path.abspath(root) + os.sep):
+        raise UserError(f"splits_dir {splits_dir!r} is inside the dataset root, where every folder is a class; "
+                        "choose a folder outside it.")
+    log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
+    results = inspect_all(root, samples)
+    unreadable = [(s[0], why) for s, (_, why) in zip(samples, results) if why]
+    for rel, why in unreadable:
+        log(f"warning: leaving out {rel}: it cannot be decoded ({why})")
+    readable = [(s, d) for s, (d, _) in zip(samples, results) if d]
+    samples, digests = [s for s, _ in readable], [d for _, d in readable]
+    duplicates = sorted(g for g in group_by_content(samples, digests) if len(g) > 1)
+    for members in duplicates:
+        classes = {class_names[label] for _, label in members}
+        kind = "filed under two classes" if len(classes) > 1 else "within one class"
+        log(f"duplicate content ({kind}): {' = '.join(rel for rel, _ in members)}")
+    splits = assign_splits(samples, digests, len(class_names), val_size, test_size, seed)
+    digest_of = {rel: d for (rel, _), d in zip(samples, digests)}
+    check_disjoint({k: [rel for rel, _ in v] for k, v in splits.items()}, digest_of)
+    os.makedirs(splits_dir, exist_ok=True)
+    for name, rows in splits.items():
+        write_csv(os.path.join(splits_dir, f"{name}.csv"), rows, class_names)
+    info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
+            "counts": {name: len(rows) for name, rows in splits.items()},
+            "duplicates": [[rel for rel, _ in g] for g in duplicates],
+            "unreadable": [rel for rel, _ in unreadable]}
+    with open(os.path.join(splits_dir, SPLIT_INFO), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    log(split_summary(splits, class_names))
+    log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
+        f"one split each, {len(unreadable)} unreadable image(s) left out. CSVs written to {splits_dir}/")
+    return info
+
+
+def group_by_content(samples, digests):
+    """Lists of samples whose files are byte-identical (most lists hold one sample)."""
+    groups = defaultdict(list)
+    for sample, digest in zip(samples, digests):
+        groups[digest].append(sample)
+    return list(groups.values())
+
+
+def split_summary(splits, class_names):
+    """A small table of images per class and split."""
+    header = f"{'class':<12}" + "".join(f"{s:>12}" for s in SPLITS)
+    rows = [header]
+    for label, name in enumerate(class_names):
+        rows.append(f"{name:<12}" + "".join(f"{sum(1 for _, l in splits[s] if l == label):>12}" for s in SPLITS))
+    rows.append(f"{'total':<12}" + "".join(f"{len(splits[s]):>12}" for s in SPLITS))
+    return "\n".join(rows)
+
+
+def read_split_info(splits_dir):
+    path = os.path.join(splits_dir, SPLIT_INFO)
+    if not os.path.exists(path):
+        raise UserError(f"no split found in {splits_dir!r} ({SPLIT_INFO} is missing); run python main.py --steps=split first.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

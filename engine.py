@@ -1,0 +1,120 @@
+"""Device, precision, distributed set-up and the evaluation loop shared by every script.
+
+Device and precision are decided once (``runtime``): CUDA, then Apple MPS, then the CPU;
+bfloat16 autocast where the hardware does it fast (CUDA; CPUs with AMX or AVX-512 BF16).
+``evaluate`` is pure: eval mode, inference mode, no files written, metrics over the whole split
+(gathered from every rank of a ``torchrun`` job, no padded sample counted).
+"""
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from cli import UserError
+from metrics import classification_metrics
+
+
+def cpu_has_fast_bf16():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(name):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device takes auto, cpu, cuda, cuda:N or mps, not {name!r}.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device=cuda was asked for but no CUDA GPU is available; use --device=auto.")
+    return device
+
+
+def uses_bf16(device, precision):
+    if precision not in ("auto", "bf16", "fp32"):
+        raise UserError(f"--precision takes auto, bf16 or fp32, not {precision!r}.")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_fast_bf16()
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    bf16: bool
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def runtime(device_name="auto", precision="auto"):
+    """Pick the device and precision; join the process group when started by ``torchrun``."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = pick_device(device_name)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, uses_bf16(device, precision), rank, world)
+
+
+def gather_split(local, world, total):
+    """Reassemble a split's rows from every rank (rank r holds rows r, r + world, ...).
+
+    Ranks hold at most one row fewer than others; the padding added to gather equal sizes is
+    dropped again, so each row is counted exactly once.
+    """
+    if world == 1:
+        return local
+    size = torch.tensor([local.shape[0]])
+    longest = (total + world - 1) // world
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype)
+    padded[: size.item()] = local
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    interleaved = torch.stack(parts, dim=1).reshape(longest * world, *local.shape[1:])
+    return interleaved[:total]
+
+
+@torch.inference_mode()
+def predict(model, loader, rt, tta_flip=False):
+    """Logits (float32, on the CPU) and targets of one rank's share of a split, in order."""
+    model.eval()
+    logits, targets = [], []
+    for images, batch_targets in loader:
+        with rt.autocast():
+            output = model(images)
+            if tta_flip:
+                output = (output + model(images.flip(3))) / 2
+        logits.append(output.float().cpu())
+        targets.append(batch_targets.cpu())
+    return torch.cat(logits), torch.cat(targets)
+
+
+def evaluate(model, loader, rt, class_names, tta_flip=False):
+    """Metrics of the whole split, identical on every rank; returns (metrics, logits, targets)."""
+    logits, targets = predict(model, loader, rt, tta_flip)
+    total = len(loader.labels) if hasattr(loader, "labels") else len(loader.dataset)
+    logits, targets = gather_split(logits, rt.world, total), gather_split(targets, rt.world, total)
+    return classification_metrics(logits, targets, class_names), logits, targets

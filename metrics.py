@@ -1,0 +1,40 @@
+"""Classification metrics over a whole split: the one implementation training and evaluation share.
+
+Per-class average precision is one-vs-rest on the softmax scores, exactly scikit-learn's
+``average_precision_score``; mAP is their mean. Nothing here is averaged per batch.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, confusion_matrix
+
+
+def classification_metrics(logits, targets, class_names):
+    """Metrics of a split from its logits (N, C) and integer targets (N,).
+
+    Returns plain values: ``loss`` (mean cross-entropy), ``accuracy``, ``mean_class_accuracy``,
+    ``map``, per-class ``ap`` and ``class_accuracy`` (dicts keyed by class name; NaN for a class
+    with no image in the split), and ``confusion`` (rows = true class, columns = predicted).
+    """
+    logits, targets = logits.float(), targets.long()
+    scores = F.softmax(logits, dim=1).numpy()
+    labels = targets.numpy()
+    predictions = scores.argmax(axis=1)
+    ap, class_accuracy = {}, {}
+    for c, name in enumerate(class_names):
+        positives = labels == c
+        ap[name] = float(average_precision_score(positives, scores[:, c])) if positives.any() else float("nan")
+        class_accuracy[name] = float((predictions[positives] == c).mean()) if positives.any() else float("nan")
+    return {
+        "loss": float(F.cross_entropy(logits, targets)),
+        "accuracy": float((predictions == labels).mean()),
+        "mean_class_accuracy": float(np.nanmean(list(class_accuracy.values()))),
+        "map": float(np.nanmean(list(ap.values()))),
+        "ap": ap,
+        "class_accuracy": class_accuracy,
+        "confusion": confusion_matrix(labels, predictions, labels=range(len(class_names))).tolist(),
+    }
+
+
+def softmax_scores(logits):
+    return torch.softmax(logits.float(), dim=1)

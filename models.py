@@ -1,0 +1,54 @@
+"""Building ResNet variants: from scratch, or torchvision's ImageNet weights with a new last layer."""
+import os
+
+import torch
+import torchvision
+from torch import nn
+
+from cli import UserError
+
+
+def imagenet_weights(arch, weights_file=""):
+    """The ImageNet state dict of ``arch``: from ``weights_file`` if named, else torchvision's cache.
+
+    torchvision downloads into the torch cache on first use; offline, the file can be placed where
+    that cache expects it, or named with ``--weights_file``.
+    """
+    if weights_file:
+        if not os.path.isfile(weights_file):
+            raise UserError(f"weights file {weights_file!r} does not exist.")
+        try:
+            return torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise UserError(f"{weights_file} is not a readable state dict ({type(error).__name__}).") from None
+    try:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except ValueError:
+        raise UserError(f"torchvision has no ImageNet weights for architecture {arch!r}.") from None
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as error:
+        raise UserError(f"could not get the ImageNet weights of {arch} ({type(error).__name__}: {error}); "
+                        f"download {weights.url} and place it at {cached}, or pass --weights_file=PATH.") from None
+
+
+def resnet_names():
+    """The ResNet family of torchvision (resnet18/34/50/101/152, ResNeXt, wide ResNets)."""
+    return [name for name in torchvision.models.list_models(module=torchvision.models) if "resne" in name]
+
+
+def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_residual=False):
+    """A torchvision classifier with ``num_classes`` outputs.
+
+    ``pretrained`` loads the ImageNet weights first and then replaces the final layer, as the
+    report's fine-tuned variant does.
+    """
+    if arch not in resnet_names():
+        raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(resnet_names())}.")
+    if not pretrained:
+        return torchvision.models.get_model(arch, num_classes=num_classes, zero_init_residual=zero_init_residual)
+    model = torchvision.models.get_model(arch)
+    model.load_state_dict(imagenet_weights(arch, weights_file))
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model

@@ -1,0 +1,41 @@
+"""Shared fixtures: small generated image folders and splits in a temporary directory."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from data_handling import make_splits  # noqa: E402
+from demo_data import make_demo_dataset  # noqa: E402
+
+REAL_DATA = os.environ.get("INTEL_SCENES", os.path.join(ROOT, "..", "shared", "data", "intel-scenes"))
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    """Six classes of small synthetic JPEGs (12 per class, 40x40)."""
+    return make_demo_dataset(str(tmp_path / "images"), per_class=12, size=40)
+
+
+@pytest.fixture
+def splits(image_root, tmp_path):
+    """Splits of ``image_root`` in tmp_path/splits; returns (image_root, splits_dir)."""
+    splits_dir = str(tmp_path / "splits")
+    make_splits(image_root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    return image_root, splits_dir
+
+
+@pytest.fixture
+def real_data():
+    if not os.path.isdir(REAL_DATA):
+        pytest.skip("the real scene images are not here (set INTEL_SCENES to their folder)")
+    return REAL_DATA
+
+
+def train_args(splits_dir, tmp_path, *extra):
+    """Arguments for a short, small CPU training run inside tmp_path."""
+    return [f"--splits_dir={splits_dir}", f"--checkpoints_dir={tmp_path / 'checkpoints'}",
+            f"--cache_dir={tmp_path / 'cache'}", "--image_size=32", "--batch_size=16", "--eval_batch_size=32",
+            "--epochs=1", "--device=cpu", "--lr=0.05", "--warmup_epochs=0", *extra]

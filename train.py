@@ -1,0 +1,321 @@
+"""Train a ResNet on the split that main.py made.
+
+    python train.py                                  # the default recipe, resumes if interrupted
+    python train.py --preset=sgd_lr0.01 --epochs=10  # one of the report's variants
+    python train.py --preset=all                     # the report's four variants, one after another
+    torchrun --nproc_per_node=2 train.py             # DistributedDataParallel, same script
+
+Each run writes checkpoints/<run>/: last.pth (every epoch), best.pth (best validation mAP),
+metrics.csv, config.json, curves.png (train/validation loss and accuracy) and test_loss.png.
+Running the same command again resumes from last.pth; --restart=true starts the run over.
+"""
+import csv
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+import cli
+from checkpoint import RunLock, load_checkpoint, load_weights, save_checkpoint
+from data_handling import SPLITS, check_disjoint, read_split_info
+from engine import evaluate, runtime
+from metrics import classification_metrics
+from models import build_model
+from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
+
+# --- settings ---
+data_root = ""  # folder of class sub-folders; "" = the one the split was made from
+splits_dir = "splits"  # folder with train.csv, validation.csv, test.csv (python main.py makes it)
+checkpoints_dir = "checkpoints"  # one sub-folder per run
+run = ""  # run folder name; "" = the preset's name
+preset = "default"  # default | sgd_lr0.01 | sgd_lr0.001 | adam_lr0.001 | pretrained | all
+arch = "resnet18"  # torchvision ResNet: resnet18, resnet34, resnet50, ...
+pretrained = False  # start from torchvision's ImageNet weights, final layer replaced
+weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's cache or download
+epochs = 30  # passes over the training split
+time_budget_min = 0.0  # > 0: plan the epochs to finish within this many minutes
+image_size = 112  # pixels (square) for training and evaluation
+batch_size = 128  # images per optimizer step, split among torchrun processes
+eval_batch_size = 256  # images per evaluation batch
+optimizer = "sgd"  # sgd (Nesterov momentum) | adam | adamw
+lr = 0.2  # peak learning rate
+momentum = 0.9  # SGD momentum
+weight_decay = 5e-5  # L2 penalty on weights (not on norms and biases)
+schedule = "cosine"  # cosine (after a linear warm-up) | constant
+warmup_epochs = 1.0  # linear warm-up, in epochs
+label_smoothing = 0.1  # cross-entropy label smoothing
+augment = True  # random resized crops and horizontal flips for training
+crop_min_scale = 0.35  # smallest area fraction of a random resized crop
+tta_flip = False  # evaluate on each image and its mirror image, logits averaged
+loader = "cached"  # cached (decoded once into a uint8 memmap) | plain (PIL per item)
+cache_dir = "cache"  # where the cached loader keeps decoded images
+num_workers = 0  # DataLoader worker processes of the plain loader
+device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
+compile = False  # torch.compile the model
+seed = 0  # seeds the weights, the shuffling and the augmentation
+restart = False  # start the run over instead of resuming from its last.pth
+# --- end of settings ---
+
+# The report's variants (torchvision ResNet-18), trained as it did apart from its mistakes.
+REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10)
+PRESETS = {
+    "default": {},
+    "sgd_lr0.01": dict(REPORT, optimizer="sgd", lr=0.01),
+    "sgd_lr0.001": dict(REPORT, optimizer="sgd", lr=0.001),
+    "adam_lr0.001": dict(REPORT, optimizer="adam", lr=0.001),
+    "pretrained": dict(REPORT, optimizer="sgd", lr=0.001, pretrained=True),
+}
+REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
+# Settings that may change when a run is resumed; any other change needs --restart=true.
+OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size",
+               "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
+METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
+
+
+def resolve_config(config, overrides):
+    """Defaults, then the preset, then the command line; plus what the split says (plain values)."""
+    name = overrides.get("preset", config["preset"])
+    if name not in PRESETS:
+        raise cli.UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or all.")
+    config = {**config, **PRESETS[name], **overrides, "preset": name}
+    config["run"] = config["run"] or name
+    info = read_split_info(config["splits_dir"])
+    config["data_root"] = config["data_root"] or info["data_root"]
+    config["class_names"] = info["class_names"]
+    for split in SPLITS:
+        config[f"{split}_csv"] = os.path.join(config["splits_dir"], f"{split}.csv")
+    config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    if config["optimizer"] not in ("sgd", "adam", "adamw"):
+        raise cli.UserError(f"--optimizer takes sgd, adam or adamw, not {config['optimizer']!r}.")
+    if config["schedule"] not in ("cosine", "constant"):
+        raise cli.UserError(f"--schedule takes cosine or constant, not {config['schedule']!r}.")
+    if config["image_size"] < 16 or config["batch_size"] < 1 or config["epochs"] < 1:
+        raise cli.UserError("--image_size must be at least 16, --batch_size and --epochs at least 1.")
+    return config
+
+
+def make_optimizer(model, config):
+    """Weight decay on weights only: norms and biases are not decayed."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"], nesterov=config["momentum"] > 0)
+    optimizer_class = torch.optim.Adam if config["optimizer"] == "adam" else torch.optim.AdamW
+    return optimizer_class(groups, lr=config["lr"])
+
+
+def lr_factor(step, config, steps_per_epoch, plan):
+    """Linear warm-up, then cosine decay to zero over the planned epochs (or constant)."""
+    warmup = config["warmup_epochs"] * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    if config["schedule"] == "constant":
+        return 1.0
+    total = max(plan["epochs"] * steps_per_epoch, warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+
+def check_resumable(saved, config, path):
+    changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
+    if changed:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])
+        raise cli.UserError(f"{path} was trained with other settings: {shown}; pass the same settings to resume, "
+                            "or --restart=true to start the run over.")
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
+    """One pass over the training split; returns the training logits and targets of this rank."""
+    model.train()
+    logits, targets = [], []
+    bar = tqdm(loader, desc=f"epoch {epoch}/{plan['epochs']}", leave=False, dynamic_ncols=True,
+               disable=not (rt.is_main and sys.stderr.isatty()))
+    for step, (images, batch_targets) in enumerate(bar):
+        with rt.autocast():
+            output = model(images)
+            loss = criterion(output, batch_targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        logits.append(output.detach().float().cpu())
+        targets.append(batch_targets.cpu())
+        if step % 20 == 0:  # .item() syncs, so only now and then
+            if not math.isfinite(loss.item()):
+                raise cli.UserError(f"the training loss became {loss.item()} in epoch {epoch} (step {step}); "
+                                    "the last good checkpoint is kept. Lower --lr or check the images.")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+    return torch.cat(logits), torch.cat(targets)
+
+
+def gather_rows(tensor, rt):
+    """Training rows of every rank (equal counts, nothing padded) for whole-split metrics."""
+    if rt.world == 1:
+        return tensor
+    parts = [torch.zeros_like(tensor) for _ in range(rt.world)]
+    dist.all_gather(parts, tensor)
+    return torch.cat(parts)
+
+
+def write_metrics_csv(history, path):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
+
+def save_curves(history, run_dir):
+    """The report's Figure 1 (loss and accuracy, train and validation) and Figure 2 (test loss)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "val"):
+            ax.plot(epochs, [row[f"{split}_{metric}"] for row in history], marker="o", label=split)
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "curves.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(epochs, [row["test_loss"] for row in history], marker="o", color="C2")
+    ax.set(xlabel="epoch", ylabel="loss", title="test loss per epoch (not used to choose weights)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "test_loss.png"), dpi=100)
+    plt.close(fig)
+
+
+def check_splits(config):
+    """Fail before training if a CSV is broken or the splits share a file."""
+    paths = {split: [rel for rel, _ in read_split_csv(config[f"{split}_csv"], config["data_root"],
+                                                      config["class_names"])] for split in SPLITS}
+    check_disjoint(paths)
+
+
+def train(config):
+    """Train (or resume) one run as the config says; returns its final history row."""
+    started = time.perf_counter()
+    rt = runtime(config["device"], config["precision"])
+    log = print if rt.is_main else (lambda *a, **k: None)
+    run_dir = os.path.join(config["checkpoints_dir"], config["run"])
+    last_path, best_path = os.path.join(run_dir, "last.pth"), os.path.join(run_dir, "best.pth")
+    check_splits(config)
+    os.makedirs(run_dir, exist_ok=True)
+    with (RunLock(run_dir) if rt.is_main else nullcontext()):
+        torch.manual_seed(config["seed"])
+        model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"])
+        loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
+                   for split in SPLITS}
+        model = model.to(rt.device, memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, config)
+        steps_per_epoch = len(loaders["train"])
+        plan = {"epochs": config["epochs"]}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, config, steps_per_epoch, plan))
+        history, best_metric, start_epoch = [], -1.0, 1
+        if os.path.exists(last_path) and not config["restart"]:
+            checkpoint = load_checkpoint(last_path)
+            check_resumable(checkpoint["config"], config, last_path)
+            load_weights(model, checkpoint["model"], last_path, config["arch"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            history, best_metric = checkpoint["history"], checkpoint["best_metric"]
+            start_epoch = checkpoint["epoch"] + 1
+            plan["epochs"] = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+            if start_epoch > plan["epochs"]:
+                log(f"run {config['run']} has already finished its {checkpoint['epoch']} epochs; "
+                    "pass a larger --epochs to extend it or --restart=true to start over.")
+                return history[-1]
+            log(f"resuming run {config['run']} from {last_path} at epoch {start_epoch}")
+        elif rt.is_main:
+            with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=1)
+        raw_model = model
+        if config["compile"]:
+            model = torch.compile(model)
+        if rt.world > 1:
+            model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if
+                                                        rt.device.type == "cuda" else None)
+        criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+        log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
+            f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
+            f"training images per epoch at {config['image_size']}px, {plan['epochs']} epochs")
+        epoch = start_epoch
+        while epoch <= plan["epochs"]:
+            epoch_start = time.perf_counter()
+            torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation
+            loaders["train"].set_epoch(epoch)
+            train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
+                                                          criterion, rt, epoch, plan)
+            train_seconds = time.perf_counter() - epoch_start
+            row = {"epoch": epoch}
+            train_metrics = classification_metrics(gather_rows(train_logits, rt), gather_rows(train_targets, rt),
+                                                   config["class_names"])
+            for split, metrics in [("train", train_metrics)] + [
+                    (short, evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0])
+                    for short, split in (("val", "validation"), ("test", "test"))]:
+                row.update({f"{split}_{k}": round(metrics[k], 6) for k in METRIC_NAMES})
+            if not math.isfinite(row["train_loss"]):
+                raise cli.UserError(f"the training loss became {row['train_loss']} in epoch {epoch}; the last good "
+                                    "checkpoint is kept. Lower --lr or check the images.")
+            seconds = time.perf_counter() - epoch_start
+            row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
+                       train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
+            if config["time_budget_min"] > 0 and epoch == start_epoch and start_epoch == 1:
+                plan["epochs"] = planned_epochs(config, started, seconds, rt)
+            history.append(row)
+            improved = row["val_map"] > best_metric
+            best_metric = max(best_metric, row["val_map"])
+            if rt.is_main:
+                state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
+                         "best_metric": best_metric, "history": history, "config": config}
+                save_checkpoint(state, last_path)
+                if improved:
+                    save_checkpoint(state, best_path)
+                write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
+                save_curves(history, run_dir)
+            log(f"epoch {epoch}/{plan['epochs']}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
+                f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "
+                f"{row['train_images_per_second']:.0f} img/s{'  *best*' if improved else ''}")
+            epoch += 1
+    log(f"run {config['run']} done: best validation mAP {best_metric:.4f}; files in {run_dir}/")
+    return history[-1]
+
+
+def planned_epochs(config, started, epoch_seconds, rt):
+    """How many epochs fit the time budget, judged by the first epoch (same on every rank)."""
+    elapsed = torch.tensor([time.perf_counter() - started, epoch_seconds])
+    if rt.world > 1:
+        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+    remaining = config["time_budget_min"] * 60 - elapsed[0].item()
+    return max(1, 1 + int(remaining // elapsed[1].item()))
+
+
+def main(argv=None):
+    config, overrides = cli.parse(__file__, __doc__, argv)
+    names = REPORT_PRESETS if config["preset"] == "all" else [config["preset"]]
+    for name in names:
+        if len(names) > 1:
+            overrides = {**overrides, "preset": name, "run": ""}
+        train(resolve_config(config, overrides))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    cli.run(main)
