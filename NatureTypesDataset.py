@@ -201,8 +201,12 @@ class CachedLoader:
         self.epoch = epoch
 
     @property
+    def split_size(self):
+        return len(self.labels)
+
+    @property
     def indices(self):
-        return shard_indices(len(self.labels), self.rank, self.world, self.train, self.seed, self.epoch)
+        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch)
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
@@ -231,8 +235,12 @@ class PlainLoader:
     set_epoch = CachedLoader.set_epoch
 
     @property
+    def split_size(self):
+        return len(self.dataset)
+
+    @property
     def indices(self):
-        return shard_indices(len(self.dataset), self.rank, self.world, self.train, self.seed, self.epoch)
+        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch)
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)

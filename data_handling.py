@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
@@ -94,26 +94,29 @@ def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
     """Stratified assignment of every readable sample to a split, duplicates kept together.
 
     Copies with the same content form one group, filed under the class of its first path; groups
-    are shuffled per class with the seed and fill the test, then the validation quota.
+    are shuffled per class with the seed and fill the test, then the validation quota. Quotas are
+    per class of each image, so a copy filed under another class counts against that class's quota.
     Returns {split: [sample, ...]}.
     """
     per_class = defaultdict(list)
     for members in group_by_content(samples, digests):
         per_class[members[0][1]].append(members)
-    class_counts = [sum(len(g) for g in per_class[c]) for c in range(num_classes)]
+    class_counts = [sum(1 for _, label in samples if label == c) for c in range(num_classes)]
     total = sum(class_counts)
-    test_quota = class_quotas(class_counts, resolve_size(test_size, total, "test"))
-    val_quota = class_quotas(class_counts, resolve_size(val_size, total, "validation"))
+    need = {"test": class_quotas(class_counts, resolve_size(test_size, total, "test")),
+            "validation": class_quotas(class_counts, resolve_size(val_size, total, "validation"))}
     rng = random.Random(seed)
     splits = {name: [] for name in SPLITS}
     for c in range(num_classes):
         class_groups = sorted(per_class[c])
         rng.shuffle(class_groups)
-        need = {"test": test_quota[c], "validation": val_quota[c]}
         for members in class_groups:
-            split = next((s for s in ("test", "validation") if len(members) <= need[s]), "train")
+            wanted = Counter(label for _, label in members)
+            split = next((s for s in ("test", "validation")
+                          if all(n <= need[s][label] for label, n in wanted.items())), "train")
             if split != "train":
-                need[split] -= len(members)
+                for label, n in wanted.items():
+                    need[split][label] -= n
             splits[split] += members
     return {name: sorted(rows) for name, rows in splits.items()}
 

@@ -87,10 +87,9 @@ def gather_split(local, world, total):
     """
     if world == 1:
         return local
-    size = torch.tensor([local.shape[0]])
     longest = (total + world - 1) // world
     padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype)
-    padded[: size.item()] = local
+    padded[: local.shape[0]] = local
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     interleaved = torch.stack(parts, dim=1).reshape(longest * world, *local.shape[1:])
@@ -115,6 +114,6 @@ def predict(model, loader, rt, tta_flip=False):
 def evaluate(model, loader, rt, class_names, tta_flip=False):
     """Metrics of the whole split, identical on every rank; returns (metrics, logits, targets)."""
     logits, targets = predict(model, loader, rt, tta_flip)
-    total = len(loader.labels) if hasattr(loader, "labels") else len(loader.dataset)
+    total = loader.split_size
     logits, targets = gather_split(logits, rt.world, total), gather_split(targets, rt.world, total)
     return classification_metrics(logits, targets, class_names), logits, targets
