@@ -34,9 +34,16 @@ CACHE_VERSION = "1"
 
 
 def load_image(path):
-    """Open an image as RGB whatever its mode (grayscale, palette, RGBA, CMYK)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """Open an image as RGB whatever its mode (grayscale, palette, RGBA, CMYK).
+
+    A file that cannot be decoded (damaged or replaced after the split) is a UserError naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # PIL raises many kinds for a bad file; each one means "unreadable"
+        raise UserError(f"cannot decode the image {path} ({type(error).__name__}); it changed after the split: "
+                        "replace it, or make the split again (python main.py --steps=split) to leave it out.") from None
 
 
 def read_split_csv(csv_file, root, class_names=None):
@@ -139,24 +146,31 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
             array[i] = decode_resized(os.path.join(root, samples[i][0]), size)
 
         log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
-        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-            list(pool.map(fill, range(len(samples))))
+        try:
+            with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+                list(pool.map(fill, range(len(samples))))
+        except BaseException:  # an unreadable image or an interrupt: no half-built cache left behind
+            os.remove(tmp)
+            raise
         array.flush()
         del array
         os.replace(tmp, path)
     return np.load(path, mmap_mode="r")
 
 
-def shard_indices(n, rank, world, shuffle, seed, epoch):
+def shard_indices(n, rank, world, shuffle, seed, epoch, batch_size=0):
     """The indices one rank sees in one epoch.
 
     Training (shuffle) takes a seeded permutation and drops the tail that does not divide among the
-    ranks, so no sample is repeated; evaluation takes every index, ranks interleaved, none padded.
+    ranks, so no sample is repeated, and a last batch of a single image, which BatchNorm cannot train
+    on at small sizes (one value per channel); evaluation takes every index, ranks interleaved, none
+    padded.
     """
     if not shuffle:
         return torch.arange(rank, n, world)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[: n - n % world][rank::world]
+    shard = order[: n - n % world][rank::world]
+    return shard[:-1] if batch_size and len(shard) % batch_size == 1 else shard
 
 
 def random_resized_crop_flip(images, scale_min, generator):
@@ -206,7 +220,8 @@ class CachedLoader:
 
     @property
     def indices(self):
-        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch)
+        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch,
+                             self.batch_size)
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
@@ -240,7 +255,8 @@ class PlainLoader:
 
     @property
     def indices(self):
-        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch)
+        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch,
+                             self.batch_size)
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)

@@ -44,15 +44,18 @@ def load_checkpoint(path):
             "--restart=true")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path} holds objects other than tensors and plain values and was refused unread "
-                        f"(checkpoints are never unpickled as code); {hint}.") from None
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" in str(error):  # the pickle names a class or function: it would run code if unpickled
+            raise UserError(f"{path} holds objects other than tensors and plain values and was refused unread "
+                            f"(checkpoints are never unpickled as code); {hint}.") from None
+        raise UserError(f"{path} is not a PyTorch file (another kind of file or damaged); {hint}.") from None
     except Exception as error:
         raise UserError(f"{path} is truncated or not a checkpoint ({type(error).__name__}); {hint}.") from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS) \
+            or not isinstance(checkpoint["config"], dict) \
             or any(k not in checkpoint["config"] for k in REQUIRED_CONFIG):
-        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project "
-                        f"(it needs {', '.join(REQUIRED_KEYS)} and a config with {', '.join(REQUIRED_CONFIG)}).")
+        raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it needs "
+                        f"{', '.join(REQUIRED_KEYS)} and a config with {', '.join(REQUIRED_CONFIG)}); {hint}.")
     return checkpoint
 
 
@@ -94,6 +97,8 @@ class RunLock:
         try:
             with open(self.path, encoding="utf-8") as f:
                 host, _, pid = f.read().strip().rpartition(":")
+            if not host:
+                return False  # empty or garbled: locks are written whole (below), so no live process left it
             if host != socket.gethostname():
                 return True  # another machine's process: cannot check, so respect it
             os.kill(int(pid), 0)
@@ -104,20 +109,27 @@ class RunLock:
             return True
 
     def __enter__(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(self.owner)
-                return self
-            except FileExistsError:
-                if self.holder_alive():
-                    with open(self.path, encoding="utf-8") as f:
-                        holder = f.read().strip()
-                    raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
-                                    "wait for it to finish or choose another --run.") from None
-                os.remove(self.path)  # stale: its process is gone
-        raise UserError(f"could not take the lock {self.path}; remove it if no training is running.")
+        # The owner is written to a file of our own first and then hard-linked as the lock (which
+        # fails if the lock exists), so no process ever sees a lock without its owner in it.
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.owner)
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                    return self
+                except FileExistsError:
+                    if self.holder_alive():
+                        with open(self.path, encoding="utf-8") as f:
+                            holder = f.read().strip()
+                        raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
+                                        f"wait for it to finish or choose another --run (remove {self.path} only if "
+                                        "no training is running).") from None
+                    os.remove(self.path)  # stale: its process is gone
+            raise UserError(f"could not take the lock {self.path}; remove it if no training is running.")
+        finally:
+            os.remove(tmp)
 
     def __exit__(self, *exc):
         try:

@@ -24,7 +24,7 @@ def demo_image(label, rng, size):
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
 
-def make_demo_dataset(root=DEMO_ROOT, per_class=48, size=96, seed=0):
+def make_demo_dataset(root=DEMO_ROOT, per_class=80, size=64, seed=0):
     """Write ``per_class`` JPEGs per class under ``root`` (kept if already there); returns root."""
     rng = np.random.default_rng(seed)
     for label, name in enumerate(CLASSES):

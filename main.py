@@ -25,7 +25,7 @@ steps = "split,train,evaluate,features"  # comma-separated steps to run, in this
 
 STEPS = ("split", "train", "evaluate", "features")
 # A few quick epochs on the demo set: enough to see the pipeline work, not a benchmark.
-DEMO_TRAIN = ["--run=demo", "--epochs=4", "--image_size=64", "--batch_size=32", "--lr=0.05",
+DEMO_TRAIN = ["--run=demo", "--epochs=6", "--image_size=64", "--batch_size=32", "--lr=0.05",
               "--warmup_epochs=0"]
 
 

@@ -49,6 +49,7 @@ def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_
     if not pretrained:
         return torchvision.models.get_model(arch, num_classes=num_classes, zero_init_residual=zero_init_residual)
     model = torchvision.models.get_model(arch)
-    model.load_state_dict(imagenet_weights(arch, weights_file))
+    from checkpoint import load_weights  # imported here: checkpoint.py imports this module
+    load_weights(model, imagenet_weights(arch, weights_file), weights_file or f"torchvision's {arch} weights", arch)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model

@@ -261,6 +261,13 @@ def train(config):
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
                                                           criterion, rt, epoch, plan)
             train_seconds = time.perf_counter() - epoch_start
+            if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
+                for buffer in raw_model.buffers():  # so the ranks evaluate the model that is saved
+                    dist.broadcast(buffer, 0)
+            weights_finite = all(torch.isfinite(p).all() for p in raw_model.parameters())
+            if not (weights_finite and torch.isfinite(train_logits).all()):
+                raise cli.UserError(f"the training loss or the weights became non-finite in epoch {epoch}; the last "
+                                    "good checkpoint is kept. Lower --lr or check the images.")
             row = {"epoch": epoch}
             train_metrics = classification_metrics(gather_rows(train_logits, rt), gather_rows(train_targets, rt),
                                                    config["class_names"])
@@ -268,9 +275,6 @@ def train(config):
                     (short, evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0])
                     for short, split in (("val", "validation"), ("test", "test"))]:
                 row.update({f"{split}_{k}": round(metrics[k], 6) for k in METRIC_NAMES})
-            if not math.isfinite(row["train_loss"]):
-                raise cli.UserError(f"the training loss became {row['train_loss']} in epoch {epoch}; the last good "
-                                    "checkpoint is kept. Lower --lr or check the images.")
             seconds = time.perf_counter() - epoch_start
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
@@ -283,11 +287,13 @@ def train(config):
                 state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                          "best_metric": best_metric, "history": history, "config": config}
-                save_checkpoint(state, last_path)
+                # last.pth goes last: a resume starts from it, so a kill before it only repeats this
+                # epoch (writing the same files again), and a kill after it has lost nothing
                 if improved:
                     save_checkpoint(state, best_path)
                 write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
                 save_curves(history, run_dir)
+                save_checkpoint(state, last_path)
             log(f"epoch {epoch}/{plan['epochs']}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
                 f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "

@@ -1,0 +1,202 @@
+"""NatureTypesDataset.py: the Dataset, the transforms and the cached loader, on generated folders."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli import UserError
+from conftest import ROOT, train_args
+from data_handling import make_splits, write_csv
+from NatureTypesDataset import NatureTypesDataset, build_loader, build_transforms, read_split_csv, shard_indices
+
+CLASSES = ["gray", "rgb"]
+IDENTITY = dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])  # tensors show the pixel values / 255
+
+
+def loader_config(root, csv_file, cache_dir, **changes):
+    """The keys of a run's config that the transforms and loaders read."""
+    return {"image_size": 24, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "augment": True,
+            "crop_min_scale": 0.35, "seed": 0, "loader": "cached", "cache_dir": str(cache_dir),
+            "data_root": str(root), "class_names": CLASSES, "batch_size": 4, "eval_batch_size": 3,
+            "num_workers": 0, "validation_csv": str(csv_file), **changes}
+
+
+@pytest.fixture
+def odd_images(tmp_path):
+    """One image per awkward mode, plus odd sizes, listed in one CSV: returns (root, csv_file, rows)."""
+    root = tmp_path / "images"
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (150, 150, 3), dtype=np.uint8))
+    Image.new("L", (150, 150), 128).save(root / "gray" / "l.png")
+    palette = Image.new("P", (150, 150), 0)
+    palette.putpalette([200, 10, 30] + [0] * 765)
+    palette.save(root / "rgb" / "p.png")
+    Image.new("RGBA", (150, 150), (10, 220, 40, 0)).save(root / "rgb" / "rgba.png")  # fully transparent
+    Image.new("CMYK", (150, 150), (0, 255, 255, 0)).save(root / "rgb" / "cmyk.jpg", "JPEG")  # red in print
+    rgb.resize((150, 97)).save(root / "rgb" / "wide.png")
+    rgb.save(root / "rgb" / "square.jpg", quality=95)
+    rgb.resize((61, 150)).convert("L").save(root / "gray" / "tall.bmp")
+    rows = [("gray/l.png", 0), ("gray/tall.bmp", 0), ("rgb/cmyk.jpg", 1), ("rgb/p.png", 1), ("rgb/rgba.png", 1),
+            ("rgb/square.jpg", 1), ("rgb/wide.png", 1)]
+    csv_file = str(tmp_path / "validation.csv")
+    write_csv(csv_file, rows, CLASSES)
+    return str(root), csv_file, rows
+
+
+def test_every_mode_and_size_becomes_a_3_channel_image_of_the_configured_size(odd_images, tmp_path):
+    root, csv_file, rows = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache", **IDENTITY)
+    for train in (False, True):
+        dataset = NatureTypesDataset(csv_file, root, build_transforms(config, train=train))
+        assert len(dataset) == len(rows) and dataset.targets == [label for _, label in rows]
+        for (rel, label), (image, target) in zip(rows, dataset):
+            assert image.shape == (3, 24, 24) and image.dtype == torch.float32, rel
+            assert target == label
+    dataset = NatureTypesDataset(csv_file, root, build_transforms(config, train=False))
+    evaluation = dict(zip([rel for rel, _ in rows], dataset))
+    gray = evaluation["gray/l.png"][0]
+    assert torch.allclose(gray, torch.full_like(gray, 128 / 255))  # one grey value in all three channels
+    pixel = lambda rel: evaluation[rel][0][:, 12, 12] * 255  # noqa: E731
+    assert torch.allclose(pixel("rgb/p.png"), torch.tensor([200.0, 10, 30]), atol=0.5)  # the palette's colour
+    assert torch.allclose(pixel("rgb/rgba.png"), torch.tensor([10.0, 220, 40]), atol=0.5)  # alpha dropped
+    red = pixel("rgb/cmyk.jpg")
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60  # cyan 0, magenta and yellow full: red
+
+
+def test_normalisation_uses_the_config(odd_images, tmp_path):
+    root, csv_file, _ = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache", mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 2.0])
+    image, _ = NatureTypesDataset(csv_file, root, build_transforms(config, train=False))[0]  # gray/l.png
+    value = 128 / 255
+    expected = torch.tensor([(value - 0.5) / 0.5, (value - 0.25) / 0.25, value / 2.0])
+    assert torch.allclose(image[:, 5, 5], expected, atol=1e-6)
+
+
+def collect(loader):
+    batches = list(loader)
+    return torch.cat([images for images, _ in batches]), torch.cat([targets for _, targets in batches])
+
+
+def test_cached_loader_gives_the_plain_evaluation_inputs(odd_images, tmp_path):
+    root, csv_file, rows = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache")
+    plain = build_loader({**config, "loader": "plain"}, "validation", train=False, device="cpu", log=lambda *a: None)
+    cached = build_loader(config, "validation", train=False, device="cpu", log=lambda *a: None)
+    plain_images, plain_targets = collect(plain)
+    cached_images, cached_targets = collect(cached)
+    # the plain path by hand: the Dataset with the evaluation transforms
+    dataset = NatureTypesDataset(csv_file, root, build_transforms(config, train=False))
+    by_hand = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    assert cached_images.shape == by_hand.shape == (len(rows), 3, 24, 24)
+    assert torch.equal(plain_images, by_hand)
+    assert torch.allclose(cached_images, by_hand, atol=1e-6, rtol=0)
+    assert torch.equal(cached_targets, plain_targets)
+    assert cached_targets.tolist() == [label for _, label in rows]
+    assert len(cached) == len(plain) == 3  # 7 images in batches of 3
+
+
+def test_cached_training_batches_are_augmented_and_seeded(odd_images, tmp_path):
+    root, csv_file, rows = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file)
+
+    def epoch_images(epoch, seed=0):
+        loader = build_loader({**config, "seed": seed}, "train", train=True, device="cpu", log=lambda *a: None)
+        loader.set_epoch(epoch)
+        return collect(loader)
+
+    images, targets = epoch_images(1)
+    assert images.shape == (len(rows), 3, 24, 24) and sorted(targets.tolist()) == sorted(l for _, l in rows)
+    again, again_targets = epoch_images(1)
+    assert torch.equal(images, again) and torch.equal(targets, again_targets)
+    assert not torch.equal(images, epoch_images(2)[0])
+    assert not torch.equal(images, epoch_images(1, seed=1)[0])
+
+
+def test_shards_cover_evaluation_once_and_training_evenly():
+    evaluation = [shard_indices(9, rank, 2, False, 0, 1).tolist() for rank in range(2)]
+    assert evaluation == [[0, 2, 4, 6, 8], [1, 3, 5, 7]]
+    training = [shard_indices(9, rank, 2, True, 0, 1) for rank in range(2)]
+    assert len(training[0]) == len(training[1]) == 4  # equal steps on every rank, nothing repeated
+    assert len(set(torch.cat(training).tolist())) == 8
+    # a last training batch of one image is left out (BatchNorm cannot train on it); evaluation keeps all
+    assert len(shard_indices(17, 0, 1, True, 0, 1, batch_size=16)) == 16
+    assert len(shard_indices(18, 0, 1, True, 0, 1, batch_size=16)) == 18
+    assert len(shard_indices(17, 0, 1, False, 0, 1, batch_size=16)) == 17
+
+
+@pytest.mark.parametrize("loader", ["cached", "plain"])
+def test_training_batches_never_hold_a_single_image(odd_images, tmp_path, loader):
+    root, csv_file, _ = odd_images  # 7 images
+    config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file, loader=loader, batch_size=6)
+    train_loader = build_loader(config, "train", train=True, device="cpu", log=lambda *a: None)
+    assert [len(targets) for _, targets in train_loader] == [6] and len(train_loader) == 1
+    config["eval_batch_size"] = 6
+    assert [len(t) for _, t in build_loader(config, "validation", train=False, device="cpu")] == [6, 1]
+
+
+def test_a_second_loader_reuses_the_cache(odd_images, tmp_path):
+    root, csv_file, _ = odd_images
+    cache_dir = tmp_path / "cache"
+    config = loader_config(root, csv_file, cache_dir)
+    messages = []
+    first = collect(build_loader(config, "validation", train=False, device="cpu", log=messages.append))[0]
+    assert len(messages) == 1 and messages[0].startswith("caching 7 images")
+    (cache_file,) = cache_dir.iterdir()
+    assert cache_file.suffix == ".u8"
+    stamp = cache_file.stat().st_mtime_ns
+    messages.clear()
+    second = collect(build_loader(config, "validation", train=False, device="cpu", log=messages.append))[0]
+    assert messages == [] and cache_file.stat().st_mtime_ns == stamp
+    assert list(cache_dir.iterdir()) == [cache_file]
+    assert torch.equal(first, second)
+    # another size, or a changed image, is another cache
+    build_loader({**config, "image_size": 16}, "validation", train=False, device="cpu", log=messages.append)
+    assert len(messages) == 1 and len(list(cache_dir.iterdir())) == 2
+    Image.new("L", (150, 140), 7).save(os.path.join(root, "gray", "l.png"))  # another size and time
+    changed = collect(build_loader(config, "validation", train=False, device="cpu", log=messages.append))[0]
+    assert len(messages) == 2 and len(list(cache_dir.iterdir())) == 3
+    assert torch.allclose(changed[0], (7 / 255 - torch.tensor(config["mean"]).view(3, 1, 1))
+                          / torch.tensor(config["std"]).view(3, 1, 1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# A CSV that does not fit the folder: a clear error before any work
+
+def test_missing_file_and_unknown_class_are_named(odd_images, tmp_path):
+    root, csv_file, rows = odd_images
+    os.remove(os.path.join(root, "rgb", "wide.png"))
+    with pytest.raises(UserError, match=r"1 image\(s\) listed in .* are missing .* rgb/wide\.png"):
+        read_split_csv(csv_file, root)
+    with pytest.raises(UserError, match="rgb/wide.png"):
+        build_loader(loader_config(root, csv_file, tmp_path / "cache"), "validation", train=False, device="cpu")
+    assert not (tmp_path / "cache").exists()  # refused before any decoding
+    other = str(tmp_path / "other.csv")
+    write_csv(other, [("gray/l.png", 0)], ["snow"])
+    with pytest.raises(UserError, match=r"snow \(index 0\)"):
+        read_split_csv(other, root)
+    (tmp_path / "bad.csv").write_text("file,label\ngray/l.png,0\n")
+    with pytest.raises(UserError, match="not a split CSV"):
+        read_split_csv(str(tmp_path / "bad.csv"), root)
+    with pytest.raises(UserError, match="does not exist"):
+        read_split_csv(str(tmp_path / "absent.csv"), root)
+
+
+def test_train_py_with_a_missing_image_exits_with_one_sentence(image_root, tmp_path):
+    splits_dir = str(tmp_path / "splits")
+    make_splits(image_root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    with open(os.path.join(splits_dir, "test.csv"), encoding="utf-8") as f:
+        missing = f.read().splitlines()[1].split(",")[0]
+    os.remove(os.path.join(image_root, missing))
+    result = subprocess.run([sys.executable, "train.py", *train_args(splits_dir, tmp_path, "--run=r")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], result.stderr
+    assert not (tmp_path / "checkpoints" / "r" / "last.pth").exists()

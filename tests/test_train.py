@@ -1,0 +1,297 @@
+"""train.py end to end on a tiny generated set: files, checkpoints, resume, torchrun, pretrained weights.
+
+Every run is one or two epochs of ResNet-18 at 32 px on 36 images (17 train, 9 validation,
+10 test: odd sizes, so the distributed padding and a last training batch of one image matter).
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import train
+from checkpoint import load_checkpoint, load_weights, model_from_checkpoint
+from cli import UserError
+from conftest import ROOT, train_args
+from data_handling import make_splits
+from demo_data import make_demo_dataset
+from engine import Runtime, evaluate
+from models import build_model
+from NatureTypesDataset import CachedLoader, build_loader
+
+RUN_FILES = ("last.pth", "best.pth", "metrics.csv", "config.json", "curves.png", "test_loss.png")
+METRIC_COLUMNS = [f"{split}_{metric}" for split in ("train", "val", "test")
+                  for metric in ("loss", "accuracy", "mean_class_accuracy", "map")] + ["lr", "seconds"]
+RESNET18_FILE = os.path.basename(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """(image_root, splits_dir) shared by the module: runs resume only with the same split CSVs."""
+    base = tmp_path_factory.mktemp("data")
+    root = make_demo_dataset(str(base / "images"), per_class=6, size=32)
+    make_splits(root, str(base / "splits"), val_size=9, test_size=10, seed=0, log=lambda *a: None)
+    return root, str(base / "splits")
+
+
+def stop_at_epoch(monkeypatch, stop_epoch):
+    """Make train.py stop as if killed when ``stop_epoch`` starts (after the previous epoch's save)."""
+    original = train.train_one_epoch
+
+    def interrupted(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt
+        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, plan)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(data, tmp_path_factory):
+    """A run of --epochs=2 killed when epoch 2 starts: its folder holds epoch 1. Copy before changing it."""
+    base = tmp_path_factory.mktemp("interrupted")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        stop_at_epoch(monkeypatch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(train_args(data[1], base, "--run=r", "--epochs=2"))
+    return base / "checkpoints" / "r"
+
+
+def copy_run(run_dir, tmp_path, name="r"):
+    target = tmp_path / "checkpoints" / name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def read_metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "train_images_per_second")} for row in rows]
+
+
+def assert_same_tensors(first, second):
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run writes
+
+def test_a_run_writes_every_file_and_a_self_describing_checkpoint(interrupted_run, data):
+    root, splits_dir = data
+    for name in RUN_FILES:
+        assert (interrupted_run / name).is_file(), name
+    for name in ("curves.png", "test_loss.png"):
+        with Image.open(interrupted_run / name) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    rows = read_metrics(interrupted_run)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert set(METRIC_COLUMNS) <= set(rows[0])
+    for column in METRIC_COLUMNS:
+        assert float(rows[0][column]) >= 0, column
+    checkpoint = torch.load(interrupted_run / "last.pth", map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "best_metric", "history", "config"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 1 and len(checkpoint["history"]) == 1
+    config = checkpoint["config"]
+    assert config["arch"] == "resnet18" and config["image_size"] == 32 and config["seed"] == 0
+    assert config["class_names"] == sorted(os.listdir(root))
+    assert config["mean"] == [0.485, 0.456, 0.406] and config["std"] == [0.229, 0.224, 0.225]
+    for split in ("train", "validation", "test"):
+        assert config[f"{split}_csv"] == os.path.join(splits_dir, f"{split}.csv")
+    assert os.path.samefile(config["data_root"], root)
+    with open(interrupted_run / "config.json", encoding="utf-8") as f:
+        assert json.load(f) == config
+    assert load_checkpoint(str(interrupted_run / "best.pth"))["epoch"] == 1
+    model = model_from_checkpoint(checkpoint, str(interrupted_run / "last.pth"))
+    assert model.fc.out_features == 6
+    assert not (interrupted_run / ".lock").exists()  # the lock goes even when the run is killed
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume, finished runs, restart, refused changes
+
+def test_resume_gives_the_uninterrupted_result(interrupted_run, data, tmp_path, monkeypatch, capsys):
+    _, splits_dir = data
+    resumed = copy_run(interrupted_run, tmp_path, "r")
+    args = train_args(splits_dir, tmp_path, "--epochs=2")
+    train.main(args + ["--run=r"])  # the same command again
+    assert "resuming run r" in capsys.readouterr().out
+    train.main(args + ["--run=straight"])
+    straight = tmp_path / "checkpoints" / "straight"
+    a = torch.load(straight / "last.pth", weights_only=True)
+    b = torch.load(resumed / "last.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert_same_tensors(a["model"], b["model"])
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for key in a["optimizer"]["state"]:
+        assert_same_tensors(a["optimizer"]["state"][key], b["optimizer"]["state"][key])
+    assert a["scheduler"] == b["scheduler"]
+    assert len(read_metrics(resumed)) == 2
+    assert without_timing(read_metrics(resumed)) == without_timing(read_metrics(straight))
+
+    # a finished run, run again unchanged, says so and touches nothing
+    before = {name: (resumed / name).read_bytes() for name in RUN_FILES}
+    train.main(args + ["--run=r"])
+    assert "already finished" in capsys.readouterr().out
+    assert {name: (resumed / name).read_bytes() for name in RUN_FILES} == before
+
+    # --restart=true starts over: killed again at epoch 2, it holds a fresh epoch 1
+    stop_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args + ["--run=straight", "--restart=true"])
+    restarted = torch.load(straight / "last.pth", weights_only=True)
+    assert restarted["epoch"] == 1 and len(read_metrics(straight)) == 1
+    assert_same_tensors(restarted["model"], torch.load(interrupted_run / "last.pth", weights_only=True)["model"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ("--lr=0.01", r"lr=0\.05 \(now 0\.01\)"),
+    ("--arch=resnet34", r"arch='resnet18' \(now 'resnet34'\)"),
+    ("--seed=1", r"seed=0 \(now 1\)"),
+])
+def test_resume_with_other_settings_is_refused(interrupted_run, data, tmp_path, change, message):
+    run_dir = copy_run(interrupted_run, tmp_path)
+    before = (run_dir / "last.pth").read_bytes()
+    with pytest.raises(UserError, match=message) as error:
+        train.main(train_args(data[1], tmp_path, "--run=r", "--epochs=2", change))
+    assert "--restart=true" in str(error.value)
+    assert (run_dir / "last.pth").read_bytes() == before
+    assert not (run_dir / ".lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: non-finite loss, checkpoints of another architecture
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(interrupted_run, data, tmp_path, monkeypatch):
+    run_dir = copy_run(interrupted_run, tmp_path)
+    before = {name: (run_dir / name).read_bytes() for name in ("last.pth", "best.pth", "metrics.csv")}
+    original = train.train_one_epoch
+
+    def diverging(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
+        for group in optimizer.param_groups:  # one step with an infinite learning rate wrecks the weights
+            group["lr"] = float("inf")
+        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, plan)
+
+    monkeypatch.setattr(train, "train_one_epoch", diverging)
+    with pytest.raises(UserError, match="last good checkpoint is kept"):
+        train.main(train_args(data[1], tmp_path, "--run=r", "--epochs=2"))
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert not (run_dir / ".lock").exists()
+
+
+def test_weights_of_another_architecture_are_refused_clearly(interrupted_run):
+    resnet34 = torchvision.models.resnet34(num_classes=6).state_dict()
+    with pytest.raises(UserError, match=r"other\.pth do not fit a resnet18 with 6 classes"):
+        load_weights(build_model("resnet18", 6), resnet34, "other.pth", "resnet18")
+    checkpoint = torch.load(interrupted_run / "last.pth", weights_only=True)
+    with pytest.raises(UserError, match="another architecture or class list"):
+        model_from_checkpoint({**checkpoint, "model": resnet34}, "other.pth")
+    with pytest.raises(UserError, match="do not fit a resnet18 with 5 classes"):
+        model_from_checkpoint({**checkpoint, "config": {**checkpoint["config"],
+                                                        "class_names": checkpoint["config"]["class_names"][:5]}},
+                              "fewer.pth")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: torchvision's cache, a local file, neither
+
+def no_download(monkeypatch):
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in the tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def random_resnet18_file(path, seed):
+    torch.manual_seed(seed)
+    state = torchvision.models.resnet18().state_dict()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def assert_started_from(run_dir, reference):
+    """With lr 0 every weight but the new final layer (and BatchNorm's running statistics) is the file's."""
+    model = torch.load(run_dir / "last.pth", weights_only=True)["model"]
+    for name, value in reference.items():
+        if name.startswith("fc."):
+            assert model[name].shape[0] == 6, name
+        elif not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(model[name], value), name
+    assert not torch.equal(model["bn1.running_mean"], reference["bn1.running_mean"])  # it did train
+
+
+def test_pretrained_preset_uses_the_file_in_the_torch_cache(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    no_download(monkeypatch)
+    reference = random_resnet18_file(str(tmp_path / "torch" / "hub" / "checkpoints" / RESNET18_FILE), seed=5)
+    train.main(train_args(data[1], tmp_path, "--preset=pretrained", "--epochs=1", "--lr=0"))
+    assert_started_from(tmp_path / "checkpoints" / "pretrained", reference)
+    assert torch.load(tmp_path / "checkpoints" / "pretrained" / "last.pth", weights_only=True)["config"]["pretrained"]
+
+
+def test_weights_file_setting(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    no_download(monkeypatch)
+    path = str(tmp_path / "my-weights.pth")
+    reference = random_resnet18_file(path, seed=6)
+    train.main(train_args(data[1], tmp_path, "--run=w", "--pretrained=true", f"--weights_file={path}", "--lr=0"))
+    assert_started_from(tmp_path / "checkpoints" / "w", reference)
+    with pytest.raises(UserError, match="does not exist"):
+        build_model("resnet18", 6, pretrained=True, weights_file=str(tmp_path / "absent.pth"))
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(UserError, match="resnet34.pth"):
+        build_model("resnet18", 6, pretrained=True, weights_file=str(tmp_path / "resnet34.pth"))
+
+
+def test_no_pretrained_weights_and_no_network_says_where_to_put_them(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    no_download(monkeypatch)
+    expected = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints", RESNET18_FILE)
+    with pytest.raises(UserError) as error:
+        train.main(train_args(data[1], tmp_path, "--preset=pretrained"))
+    message = str(error.value)
+    assert expected in message and "--weights_file" in message
+    assert not (tmp_path / "checkpoints" / "pretrained" / "last.pth").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes with torchrun (gloo on the CPU)
+
+def test_torchrun_two_processes_match_a_single_process_evaluation(data, tmp_path):
+    _, splits_dir = data
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # no --run=NAME here: torchrun's own parser takes it for its --run-path and stops (see the report)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *train_args(splits_dir, tmp_path, "--precision=fp32")]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("run default: resnet18 on cpu (fp32, 2 processes)") == 1  # rank 0 logs alone
+    run_dir = tmp_path / "checkpoints" / "default"
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp") or p.name == ".lock"]
+    (row,) = read_metrics(run_dir)
+
+    checkpoint = load_checkpoint(str(run_dir / "last.pth"))
+    model = model_from_checkpoint(checkpoint, str(run_dir / "last.pth"))
+    rt = Runtime(torch.device("cpu"), bf16=False)
+    for short, split in (("val", "validation"), ("test", "test")):
+        loader = build_loader(checkpoint["config"], split, train=False, device=rt.device, log=lambda *a: None)
+        assert isinstance(loader, CachedLoader) and loader.world == 1
+        metrics, logits, targets = evaluate(model, loader, rt, checkpoint["config"]["class_names"])
+        assert len(targets) == {"val": 9, "test": 10}[short]
+        assert float(row[f"{short}_loss"]) == pytest.approx(metrics["loss"], rel=1e-6, abs=1e-6), short
+        for name in ("accuracy", "mean_class_accuracy", "map"):
+            assert float(row[f"{short}_{name}"]) == round(metrics[name], 6), (short, name)
