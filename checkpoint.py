@@ -20,20 +20,27 @@ REQUIRED_KEYS = ("model", "config", "epoch")
 REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
 
 
-def save_checkpoint(state, path):
-    """Write to a temporary file, flush it to disk, then rename: a kill never leaves a torn file."""
+def write_atomically(path, write):
+    """Call ``write(binary_file)`` on a temporary file, flush it to disk, then rename it to ``path``:
+    a kill never leaves a torn file. A failure (a full disk) is a UserError that leaves the previous
+    file as it was and no temporary file behind."""
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as error:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-        raise UserError(f"could not save {path}: {reason}; the previous checkpoint there is untouched.") from None
+        raise UserError(f"could not save {path}: {reason}; the previous file there is untouched.") from None
+
+
+def save_checkpoint(state, path):
+    """Save a checkpoint dict to ``path`` atomically (a kill leaves the previous file or the new one)."""
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path):

@@ -100,3 +100,6 @@ def run(main):
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into e.g. head, which stopped reading
+        sys.stderr.close()
+        sys.exit(0)

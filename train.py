@@ -10,6 +10,7 @@ metrics.csv, config.json, curves.png (train/validation loss and accuracy) and te
 Running the same command again resumes from last.pth; --restart=true starts the run over.
 """
 import csv
+import io
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 import cli
-from checkpoint import RunLock, load_checkpoint, load_weights, save_checkpoint
+from checkpoint import RunLock, load_checkpoint, load_weights, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
 from engine import evaluate, runtime
 from metrics import classification_metrics
@@ -166,12 +167,11 @@ def gather_rows(tensor, rt):
 
 
 def write_metrics_csv(history, path):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
 
 
 def save_curves(history, run_dir):
@@ -188,13 +188,13 @@ def save_curves(history, run_dir):
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "curves.png"), dpi=100)
+    write_atomically(os.path.join(run_dir, "curves.png"), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(epochs, [row["test_loss"] for row in history], marker="o", color="C2")
     ax.set(xlabel="epoch", ylabel="loss", title="test loss per epoch (not used to choose weights)")
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "test_loss.png"), dpi=100)
+    write_atomically(os.path.join(run_dir, "test_loss.png"), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
 
 
@@ -241,8 +241,8 @@ def train(config):
                 return history[-1]
             log(f"resuming run {config['run']} from {last_path} at epoch {start_epoch}")
         elif rt.is_main:
-            with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-                json.dump(config, f, indent=1)
+            write_atomically(os.path.join(run_dir, "config.json"),
+                             lambda f: f.write(json.dumps(config, indent=1).encode("utf-8")))
         raw_model = model
         if config["compile"]:
             model = torch.compile(model)
