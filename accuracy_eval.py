@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import cli
-from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint
+from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint, write_atomically
 from data_handling import SPLITS, read_split_info
 from engine import evaluate, runtime
 from metrics import softmax_scores
@@ -149,17 +149,6 @@ def score_checkpoint(path, settings, rt):
     return config, metrics, scores
 
 
-def replace_atomically(path, write):
-    """Call ``write(tmp)`` and rename it over ``path``: a reader never sees a half-written file."""
-    tmp = f"{path}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_confusion(confusion, class_names, path, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -178,13 +167,8 @@ def save_confusion(confusion, class_names, path, title):
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-
-
-def write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def markdown_table(table, caption):
@@ -248,7 +232,7 @@ def main(argv=None):
             print(f"{name}: largest absolute score difference {differences[name]:.3g} over {scores.shape[0]} images "
                   f"x {scores.shape[1] - 2} classes (tolerance {settings['tolerance']:g}): {verdict}")
             continue
-        replace_atomically(f"{stem}_scores.csv", lambda tmp: scores.to_csv(tmp, index=False, float_format=SCORE_FORMAT))
+        write_atomically(f"{stem}_scores.csv", lambda f: scores.to_csv(f, index=False, float_format=SCORE_FORMAT))
         save_confusion(metrics["confusion"], config["class_names"], f"{stem}_confusion.png",
                        f"{name}: {tag}, accuracy {metrics['accuracy']:.4f}")
         per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
@@ -273,8 +257,8 @@ def main(argv=None):
     base = os.path.join(settings["out_dir"], f"comparison_{tag}")
     caption = (f"Average precision (AP) per class, mAP, accuracy and mean per-class accuracy on {what} "
                f"({len(scores)} images).")
-    replace_atomically(f"{base}.csv", lambda tmp: table.to_csv(tmp, float_format="%.6f"))
-    replace_atomically(f"{base}.md", lambda tmp: write_text(tmp, markdown_table(table, caption)))
+    write_atomically(f"{base}.csv", lambda f: table.to_csv(f, float_format="%.6f"))
+    write_atomically(f"{base}.md", lambda f: f.write(markdown_table(table, caption).encode("utf-8")))
     print(f"\n{caption}\n{table.round(4).to_string()}\nsaved {base}.csv and {base}.md")
     return table
 
