@@ -195,7 +195,26 @@ def random_resized_crop_flip(images, scale_min, generator):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class CachedLoader:
+class SplitLoader:
+    """What both loaders share: this rank's indices of the split per epoch, and the batch count."""
+
+    def __init__(self, split_size, config, batch_size, device, train, rank, world):
+        self.split_size, self.batch_size, self.device, self.train = split_size, batch_size, device, train
+        self.seed, self.rank, self.world, self.epoch = config["seed"], rank, world, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    @property
+    def indices(self):
+        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch,
+                             self.batch_size)
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+
+class CachedLoader(SplitLoader):
     """Batches of a split from its uint8 cache: ``(images, targets)`` ready for the model.
 
     Images arrive on ``device`` as normalised float32 NCHW tensors in channels-last memory
@@ -203,28 +222,12 @@ class CachedLoader:
     """
 
     def __init__(self, cache, labels, config, batch_size, device, train, rank=0, world=1):
+        super().__init__(len(labels), config, batch_size, device, train, rank, world)
         self.cache, self.labels = cache, torch.as_tensor(labels)
-        self.batch_size, self.device, self.train = batch_size, device, train
         self.augment = train and config.get("augment", True)
-        self.crop_min_scale, self.seed = config["crop_min_scale"], config["seed"]
-        self.rank, self.world, self.epoch = rank, world, 0
+        self.crop_min_scale = config["crop_min_scale"]
         self.mean = torch.tensor(config["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(config["std"], device=device).view(1, 3, 1, 1)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    @property
-    def split_size(self):
-        return len(self.labels)
-
-    @property
-    def indices(self):
-        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch,
-                             self.batch_size)
-
-    def __len__(self):
-        return math.ceil(len(self.indices) / self.batch_size)
 
     def __iter__(self):
         indices = self.indices
@@ -232,34 +235,20 @@ class CachedLoader:
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
             pixels = torch.from_numpy(self.cache[batch.numpy()]).to(self.device, non_blocking=True)
-            images = pixels.permute(0, 3, 1, 2).float().div(255)
+            # the same operations as ToTensor and Normalize, in place, so the inputs equal the plain path's
+            images = pixels.permute(0, 3, 1, 2).float().div_(255)
             if self.augment:
                 images = random_resized_crop_flip(images, self.crop_min_scale, generator)
-            images = images.sub(self.mean).div(self.std).contiguous(memory_format=torch.channels_last)
+            images = images.sub_(self.mean).div_(self.std).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[batch].to(self.device, non_blocking=True)
 
 
-class PlainLoader:
+class PlainLoader(SplitLoader):
     """The same interface over ``NatureTypesDataset`` and a ``DataLoader`` (PIL per item)."""
 
     def __init__(self, dataset, config, batch_size, device, train, num_workers=0, rank=0, world=1):
-        self.dataset, self.batch_size, self.device, self.train = dataset, batch_size, device, train
-        self.num_workers, self.seed = num_workers, config["seed"]
-        self.rank, self.world, self.epoch = rank, world, 0
-
-    set_epoch = CachedLoader.set_epoch
-
-    @property
-    def split_size(self):
-        return len(self.dataset)
-
-    @property
-    def indices(self):
-        return shard_indices(self.split_size, self.rank, self.world, self.train, self.seed, self.epoch,
-                             self.batch_size)
-
-    def __len__(self):
-        return math.ceil(len(self.indices) / self.batch_size)
+        super().__init__(len(dataset), config, batch_size, device, train, rank, world)
+        self.dataset, self.num_workers = dataset, num_workers
 
     def __iter__(self):
         loader = DataLoader(Subset(self.dataset, self.indices.tolist()), batch_size=self.batch_size,
