@@ -295,3 +295,21 @@ def test_torchrun_two_processes_match_a_single_process_evaluation(data, tmp_path
         assert float(row[f"{short}_loss"]) == pytest.approx(metrics["loss"], rel=1e-6, abs=1e-6), short
         for name in ("accuracy", "mean_class_accuracy", "map"):
             assert float(row[f"{short}_{name}"]) == round(metrics[name], 6), (short, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time budget
+
+def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
+    """A budget shorter than one epoch stops after the first; the plan is saved for a resume."""
+    train.main(train_args(data[1], tmp_path, "--run=b", "--epochs=5", "--time_budget_min=0.0001"))
+    run_dir = tmp_path / "checkpoints" / "b"
+    assert len(read_metrics(run_dir)) == 1
+    assert load_checkpoint(str(run_dir / "last.pth"))["planned_epochs"] == 1
+
+
+def test_planned_epochs_divides_the_remaining_budget_by_the_epoch_time():
+    rt = Runtime(torch.device("cpu"), bf16=False)
+    started = train.time.perf_counter() - 45  # 45 s already spent, one epoch took 30 s
+    assert train.planned_epochs({"time_budget_min": 5.0}, started, 30.0, rt) == 9  # 1 + (300 - 45) // 30
+    assert train.planned_epochs({"time_budget_min": 0.5}, started, 30.0, rt) == 1  # never fewer than one
