@@ -206,13 +206,46 @@ def check_splits(config):
     check_disjoint(paths)
 
 
+def resume(last_path, config, model, optimizer, scheduler):
+    """Load a run's last.pth into the model, optimizer and scheduler; returns (history, best, planned epochs)."""
+    checkpoint = load_checkpoint(last_path)
+    check_resumable(checkpoint["config"], config, last_path)
+    load_weights(model, checkpoint["model"], last_path, config["arch"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    planned = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+    return checkpoint["history"], checkpoint["best_metric"], planned
+
+
+def epoch_metrics(raw_model, loaders, train_logits, train_targets, rt, config):
+    """The metrics of one epoch's row: training (from its own logits), validation and test."""
+    splits = {"train": classification_metrics(gather_rows(train_logits, rt), gather_rows(train_targets, rt),
+                                              config["class_names"])}
+    for short, split in (("val", "validation"), ("test", "test")):
+        splits[short] = evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0]
+    return {f"{split}_{k}": round(metrics[k], 6) for split, metrics in splits.items() for k in METRIC_NAMES}
+
+
+def save_epoch(state, run_dir, improved):
+    """best.pth (if improved), metrics.csv and the plots, then last.pth.
+
+    last.pth goes last: a resume starts from it, so a kill before it only repeats this epoch
+    (writing the same files again), and a kill after it has lost nothing.
+    """
+    if improved:
+        save_checkpoint(state, os.path.join(run_dir, "best.pth"))
+    write_metrics_csv(state["history"], os.path.join(run_dir, "metrics.csv"))
+    save_curves(state["history"], run_dir)
+    save_checkpoint(state, os.path.join(run_dir, "last.pth"))
+
+
 def train(config):
     """Train (or resume) one run as the config says; returns its final history row."""
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
     log = print if rt.is_main else (lambda *a, **k: None)
     run_dir = os.path.join(config["checkpoints_dir"], config["run"])
-    last_path, best_path = os.path.join(run_dir, "last.pth"), os.path.join(run_dir, "best.pth")
+    last_path = os.path.join(run_dir, "last.pth")
     check_splits(config)
     os.makedirs(run_dir, exist_ok=True)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
@@ -228,16 +261,10 @@ def train(config):
             optimizer, lambda step: lr_factor(step, config, steps_per_epoch, plan))
         history, best_metric, start_epoch = [], -1.0, 1
         if os.path.exists(last_path) and not config["restart"]:
-            checkpoint = load_checkpoint(last_path)
-            check_resumable(checkpoint["config"], config, last_path)
-            load_weights(model, checkpoint["model"], last_path, config["arch"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            history, best_metric = checkpoint["history"], checkpoint["best_metric"]
-            start_epoch = checkpoint["epoch"] + 1
-            plan["epochs"] = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+            history, best_metric, plan["epochs"] = resume(last_path, config, model, optimizer, scheduler)
+            start_epoch = len(history) + 1
             if start_epoch > plan["epochs"]:
-                log(f"run {config['run']} has already finished its {checkpoint['epoch']} epochs; "
+                log(f"run {config['run']} has already finished its {len(history)} epochs; "
                     "pass a larger --epochs to extend it or --restart=true to start over.")
                 return history[-1]
             log(f"resuming run {config['run']} from {last_path} at epoch {start_epoch}")
@@ -269,13 +296,7 @@ def train(config):
             if not (weights_finite and torch.isfinite(train_logits).all()):
                 raise cli.UserError(f"the training loss or the weights became non-finite in epoch {epoch}; the last "
                                     "good checkpoint is kept. Lower --lr or check the images.")
-            row = {"epoch": epoch}
-            train_metrics = classification_metrics(gather_rows(train_logits, rt), gather_rows(train_targets, rt),
-                                                   config["class_names"])
-            for split, metrics in [("train", train_metrics)] + [
-                    (short, evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0])
-                    for short, split in (("val", "validation"), ("test", "test"))]:
-                row.update({f"{split}_{k}": round(metrics[k], 6) for k in METRIC_NAMES})
+            row = {"epoch": epoch, **epoch_metrics(raw_model, loaders, train_logits, train_targets, rt, config)}
             seconds = time.perf_counter() - epoch_start
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
@@ -285,16 +306,9 @@ def train(config):
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
             if rt.is_main:
-                state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
-                         "best_metric": best_metric, "history": history, "config": config}
-                # last.pth goes last: a resume starts from it, so a kill before it only repeats this
-                # epoch (writing the same files again), and a kill after it has lost nothing
-                if improved:
-                    save_checkpoint(state, best_path)
-                write_metrics_csv(history, os.path.join(run_dir, "metrics.csv"))
-                save_curves(history, run_dir)
-                save_checkpoint(state, last_path)
+                save_epoch({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
+                            "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
             log(f"epoch {epoch}/{plan['epochs']}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
                 f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "
