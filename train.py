@@ -187,13 +187,15 @@ def save_curves(history, run_dir):
         for split in ("train", "val"):
             ax.plot(epochs, [row[f"{split}_{metric}"] for row in history], marker="o", label=split)
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
+        if metric == "loss":  # an early epoch's loss can be orders of magnitude above the rest
+            ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
     write_atomically(os.path.join(run_dir, "curves.png"), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(epochs, [row["test_loss"] for row in history], marker="o", color="C2")
-    ax.set(xlabel="epoch", ylabel="loss", title="test loss per epoch (not used to choose weights)")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="test loss per epoch (not used to choose weights)")
     fig.tight_layout()
     write_atomically(os.path.join(run_dir, "test_loss.png"), lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
