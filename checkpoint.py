@@ -14,7 +14,7 @@ import socket
 import torch
 
 from cli import UserError
-from models import build_model
+from models import build_model, load_weights
 
 REQUIRED_KEYS = ("model", "config", "epoch")
 REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
@@ -64,16 +64,6 @@ def load_checkpoint(path):
         raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it needs "
                         f"{', '.join(REQUIRED_KEYS)} and a config with {', '.join(REQUIRED_CONFIG)}); {hint}.")
     return checkpoint
-
-
-def load_weights(model, state_dict, path, arch):
-    """``load_state_dict`` with a clear error when the weights are of another architecture."""
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        first = str(error).split("\n\t")[1].strip() if "\n\t" in str(error) else str(error)[:200]
-        raise UserError(f"the weights in {path} do not fit a {arch} with {model.fc.out_features} classes "
-                        f"({first}); it was saved from another architecture or class list.") from None
 
 
 def model_from_checkpoint(checkpoint, path):

@@ -33,12 +33,22 @@ def imagenet_weights(arch, weights_file=""):
                         f"download {weights.url} and place it at {cached}, or pass --weights_file=PATH.") from None
 
 
+def load_weights(model, state_dict, path, arch):
+    """``load_state_dict`` with a clear error when the weights are of another architecture."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        first = str(error).split("\n\t")[1].strip() if "\n\t" in str(error) else str(error)[:200]
+        raise UserError(f"the weights in {path} do not fit a {arch} with {model.fc.out_features} classes "
+                        f"({first}); it was saved from another architecture or class list.") from None
+
+
 def resnet_names():
     """The ResNet family of torchvision (resnet18/34/50/101/152, ResNeXt, wide ResNets)."""
     return [name for name in torchvision.models.list_models(module=torchvision.models) if "resne" in name]
 
 
-def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_residual=False):
+def build_model(arch, num_classes, pretrained=False, weights_file=""):
     """A torchvision classifier with ``num_classes`` outputs.
 
     ``pretrained`` loads the ImageNet weights first and then replaces the final layer, as the
@@ -47,9 +57,8 @@ def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_
     if arch not in resnet_names():
         raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(resnet_names())}.")
     if not pretrained:
-        return torchvision.models.get_model(arch, num_classes=num_classes, zero_init_residual=zero_init_residual)
+        return torchvision.models.get_model(arch, num_classes=num_classes)
     model = torchvision.models.get_model(arch)
-    from checkpoint import load_weights  # imported here: checkpoint.py imports this module
     load_weights(model, imagenet_weights(arch, weights_file), weights_file or f"torchvision's {arch} weights", arch)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model

@@ -24,11 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 import cli
-from checkpoint import RunLock, load_checkpoint, load_weights, save_checkpoint, write_atomically
+from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
 from engine import evaluate, runtime
 from metrics import classification_metrics
-from models import build_model
+from models import build_model, load_weights
 from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
 
 # --- settings ---
