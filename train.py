@@ -26,7 +26,7 @@ from tqdm import tqdm
 import cli
 from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
-from engine import evaluate, runtime
+from engine import evaluate, gather_split, runtime
 from metrics import classification_metrics
 from models import build_model, load_weights
 from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
@@ -158,15 +158,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, p
     return torch.cat(logits), torch.cat(targets)
 
 
-def gather_rows(tensor, rt):
-    """Training rows of every rank (equal counts, nothing padded) for whole-split metrics."""
-    if rt.world == 1:
-        return tensor
-    parts = [torch.zeros_like(tensor) for _ in range(rt.world)]
-    dist.all_gather(parts, tensor)
-    return torch.cat(parts)
-
-
 def write_metrics_csv(history, path):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
@@ -221,8 +212,9 @@ def resume(last_path, config, model, optimizer, scheduler):
 
 def epoch_metrics(raw_model, loaders, train_logits, train_targets, rt, config):
     """The metrics of one epoch's row: training (from its own logits), validation and test."""
-    splits = {"train": classification_metrics(gather_rows(train_logits, rt), gather_rows(train_targets, rt),
-                                              config["class_names"])}
+    rows = len(train_targets) * rt.world  # every rank trains on equally many images, none repeated
+    splits = {"train": classification_metrics(gather_split(train_logits, rt.world, rows),
+                                              gather_split(train_targets, rt.world, rows), config["class_names"])}
     for short, split in (("val", "validation"), ("test", "test")):
         splits[short] = evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0]
     return {f"{split}_{k}": round(metrics[k], 6) for split, metrics in splits.items() for k in METRIC_NAMES}
