@@ -31,7 +31,7 @@ import torch
 import cli
 from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint, write_atomically
 from data_handling import SPLITS, read_split_info
-from engine import evaluate, runtime
+from engine import evaluate, prepare_model, runtime
 from metrics import softmax_scores
 from NatureTypesDataset import build_loader, read_split_csv
 
@@ -140,7 +140,7 @@ def score_checkpoint(path, settings, rt):
     class_names = config["class_names"]
     samples = read_split_csv(config["eval_csv"], config["data_root"], class_names)
     loader = build_loader(config, "eval", False, rt.device, csv_file=config["eval_csv"])
-    model = model_from_checkpoint(checkpoint, path).to(rt.device, memory_format=torch.channels_last)
+    model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
     del checkpoint  # the optimizer state is not needed
     metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
     scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)

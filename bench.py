@@ -42,7 +42,7 @@ import cli
 import train
 from data_handling import SPLIT_INFO, scan_dataset, write_csv
 from demo_data import make_demo_dataset
-from engine import runtime
+from engine import prepare_model, runtime
 from models import build_model
 from NatureTypesDataset import NatureTypesDataset, build_loader, build_transforms
 
@@ -362,8 +362,8 @@ def bench_path(name, run_config, rt, config, flops):
     plain = name == "plain"
     device = rt.device
     torch.manual_seed(config["seed"])
-    model = build_model(run_config["arch"], len(run_config["class_names"])).to(
-        device, memory_format=torch.contiguous_format if plain else torch.channels_last)
+    model = build_model(run_config["arch"], len(run_config["class_names"]))
+    model = model.to(device) if plain else prepare_model(model, rt)
     autocast = nullcontext if plain else rt.autocast
     runner = torch.compile(model) if config["compile"] and not plain else model
     optimizer = train.make_optimizer(model, run_config)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import cli
 from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint
 from data_handling import SPLITS, read_split_info
-from engine import runtime
+from engine import prepare_model, runtime
 from models import build_model, imagenet_weights
 from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
 
@@ -309,7 +309,7 @@ def main(argv=None):
     if not samples:
         raise cli.UserError(f"{csv_file} lists no images; there is nothing to look at.")
     batches = build_loader(data, config["split"], False, rt.device)
-    model = model.to(rt.device, memory_format=torch.channels_last)
+    model = prepare_model(model, rt)
 
     out_dir = config["out_dir"]
     for folder in ("feature_maps", "feature_maps_visualization"):

@@ -1,7 +1,11 @@
-"""Building ResNet variants: from scratch, or torchvision's ImageNet weights with a new last layer."""
+"""Building ResNet variants: from scratch, or torchvision's ImageNet weights with a new last layer.
+
+Also the CPU's faster 3x3 convolution for small, wide maps (``use_matmul_convs``).
+"""
 import os
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -61,4 +65,82 @@ def build_model(arch, num_classes, pretrained=False, weights_file=""):
     model = torchvision.models.get_model(arch)
     load_weights(model, imagenet_weights(arch, weights_file), weights_file or f"torchvision's {arch} weights", arch)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet's last stage on the CPU: 512 channels on maps of at most 7x7. oneDNN's bf16 convolution
+# is slow there (its weight gradient runs at about a fifth of the matmul peak on 5x5 maps), while
+# the same convolution as one im2col matmul runs near the peak: forward and backward together
+# take about half the time (bench.py measures the whole step).
+MATMUL_MAX_MAP = 49  # output pixels per map up to which a wide 3x3 convolution uses the matmul form
+MATMUL_MIN_CHANNELS = 512
+
+
+def im2col(x, stride):
+    """The 3x3, padding-1 patches of NCHW ``x`` as rows: ``(n*ho*wo, 9*c)``, and ``ho, wo``."""
+    n, c, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)
+    patches = [padded[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+               for i in range(3) for j in range(3)]
+    return torch.stack(patches, dim=3).reshape(n * ho * wo, 9 * c), ho, wo
+
+
+class MatmulConv3x3(torch.autograd.Function):
+    """``conv2d(x, weight, stride=stride, padding=1)`` computed as matmuls in ``x``'s dtype.
+
+    The output is channels-last; the weight gradient comes back in the weight's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, stride):
+        out_channels = weight.shape[0]
+        columns, ho, wo = im2col(x, stride)
+        matrix = weight.to(x.dtype).permute(2, 3, 1, 0).reshape(-1, out_channels)  # (i, j, c) x k
+        ctx.save_for_backward(columns, matrix)
+        ctx.shapes = x.shape, stride, weight.dtype
+        return (columns @ matrix).view(x.shape[0], ho, wo, out_channels).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        columns, matrix = ctx.saved_tensors
+        (n, c, h, w), stride, weight_dtype = ctx.shapes
+        k = matrix.shape[1]
+        grad = grad.to(columns.dtype)
+        rows = grad.permute(0, 2, 3, 1).reshape(-1, k)
+        grad_weight = (columns.t() @ rows).view(3, 3, c, k).permute(3, 2, 0, 1).to(weight_dtype)
+        if stride == 1:  # the input gradient is the convolution of the output gradient with the flipped kernel
+            flipped = matrix.view(3, 3, c, k).flip(0, 1).transpose(2, 3).reshape(9 * k, c)
+            grad_columns, _, _ = im2col(grad, 1)
+            return (grad_columns @ flipped).view(n, h, w, c).permute(0, 3, 1, 2), grad_weight, None
+        patches = (rows @ matrix.t()).view(n, *grad.shape[2:], 3, 3, c)
+        ho, wo = grad.shape[2:]
+        grad_padded = patches.new_zeros(n, h + 2, w + 2, c)
+        for i in range(3):  # scatter each patch position back (col2im)
+            for j in range(3):
+                grad_padded[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] += \
+                    patches[:, :, :, i, j]
+        return grad_padded[:, 1:h + 1, 1:w + 1].permute(0, 3, 1, 2), grad_weight, None
+
+
+class WideConv2d(nn.Conv2d):
+    """A 3x3 ``nn.Conv2d`` (same parameters and state dict) that takes the matmul form for small
+    maps in bf16 on the CPU, and ``nn.Conv2d``'s own path otherwise."""
+
+    def forward(self, x):
+        bf16 = x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
+        out_pixels = ((x.shape[2] - 1) // self.stride[0] + 1) * ((x.shape[3] - 1) // self.stride[1] + 1)
+        if x.device.type != "cpu" or not bf16 or out_pixels > MATMUL_MAX_MAP:
+            return super().forward(x)
+        return MatmulConv3x3.apply(x.to(torch.bfloat16), self.weight, self.stride[0])
+
+
+def use_matmul_convs(model):
+    """Switch the model's wide 3x3 convolutions (ResNet's last stage) to ``WideConv2d``, in place."""
+    for module in model.modules():
+        if (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.padding == (1, 1)
+                and module.stride[0] == module.stride[1] and module.dilation == (1, 1) and module.groups == 1
+                and module.bias is None and module.out_channels >= MATMUL_MIN_CHANNELS):
+            module.__class__ = WideConv2d
     return model

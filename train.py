@@ -26,7 +26,7 @@ from tqdm import tqdm
 import cli
 from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
-from engine import evaluate, gather_split, runtime
+from engine import evaluate, gather_split, prepare_model, runtime
 from metrics import classification_metrics
 from models import build_model, load_weights
 from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
@@ -247,7 +247,7 @@ def train(config):
         model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"])
         loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
                    for split in SPLITS}
-        model = model.to(rt.device, memory_format=torch.channels_last)
+        model = prepare_model(model, rt)
         optimizer = make_optimizer(model, config)
         steps_per_epoch = len(loaders["train"])
         plan = {"epochs": config["epochs"]}

@@ -1,0 +1,63 @@
+"""The CPU's matmul form of wide 3x3 convolutions equals nn.Conv2d, values and gradients."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import MatmulConv3x3, WideConv2d, build_model, use_matmul_convs
+
+
+@pytest.mark.parametrize("stride, size", [(1, 5), (1, 4), (2, 10), (2, 9), (1, 1)])
+def test_matmul_convolution_equals_conv2d_with_its_gradients(stride, size):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, size, size, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(7, 5, 3, 3, dtype=torch.double, requires_grad=True)
+    expected = F.conv2d(x, weight, stride=stride, padding=1)
+    got = MatmulConv3x3.apply(x, weight, stride)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+    assert torch.autograd.gradcheck(lambda a, b: MatmulConv3x3.apply(a, b, stride), (x, weight))
+
+
+def test_resnet_last_stage_switches_and_keeps_its_state_dict():
+    model = build_model("resnet18", 6)
+    keys = list(model.state_dict())
+    use_matmul_convs(model)
+    switched = sorted(name for name, m in model.named_modules() if isinstance(m, WideConv2d))
+    assert switched == ["layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
+    assert list(model.state_dict()) == keys
+    assert type(model.layer3[0].conv1) is nn.Conv2d and type(model.layer4[0].downsample[0]) is nn.Conv2d
+
+
+def test_wide_convolution_in_bf16_autocast_matches_conv2d():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(512, 512, 3, padding=1, bias=False)
+    wide = nn.Conv2d(512, 512, 3, padding=1, bias=False)
+    wide.load_state_dict(conv.state_dict())
+    use_matmul_convs(wide)
+    assert type(wide) is WideConv2d
+    x = torch.randn(4, 512, 5, 5).contiguous(memory_format=torch.channels_last)
+    outputs, grads = [], []
+    for module in (conv, wide):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(inputs)
+        out.float().square().sum().backward()
+        outputs.append(out.float())
+        grads.append((inputs.grad, module.weight.grad))
+    assert outputs[1].dtype == torch.float32 and grads[1][1].dtype == torch.float32
+    scale = outputs[0].abs().max()
+    assert (outputs[0] - outputs[1]).abs().max() < 0.02 * scale
+    for a, b in zip(grads[0], grads[1]):
+        assert (a - b).abs().max() < 0.03 * a.abs().max()
+
+
+def test_wide_convolution_keeps_conv2d_for_float32_and_large_maps():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(512, 512, 3, padding=1, bias=False)
+    wide = use_matmul_convs(nn.Sequential(nn.Conv2d(512, 512, 3, padding=1, bias=False)))[0]
+    wide.load_state_dict(conv.state_dict())
+    small, large = torch.randn(2, 512, 5, 5), torch.randn(1, 512, 8, 8)
+    assert torch.equal(wide(small), conv(small))  # float32: the same kernel, bit for bit
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(wide(large), conv(large))  # 64 output pixels: above the matmul form's limit
