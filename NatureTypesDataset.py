@@ -75,9 +75,17 @@ def read_split_csv(csv_file, root, class_names=None):
     return [(rel, int(label)) for rel, label, _ in rows]
 
 
+def eval_size(config):
+    """The image size of validation, test and evaluation: ``eval_image_size``, else ``image_size``."""
+    return config.get("eval_image_size") or config["image_size"]
+
+
 def build_transforms(config, train):
-    """The PIL-to-tensor transforms of a run: augmented for training, plain resize otherwise."""
-    size = config["image_size"]
+    """The PIL-to-tensor transforms of a run: augmented for training, plain resize otherwise.
+
+    Training crops come out at ``image_size``; evaluation resizes to ``eval_size(config)``.
+    """
+    size = config["image_size"] if train else eval_size(config)
     normalize = [transforms.ToTensor(), transforms.Normalize(config["mean"], config["std"])]
     if train and config.get("augment", True):
         return transforms.Compose([
@@ -173,8 +181,9 @@ def shard_indices(n, rank, world, shuffle, seed, epoch, batch_size=0):
     return shard[:-1] if batch_size and len(shard) % batch_size == 1 else shard
 
 
-def random_resized_crop_flip(images, scale_min, generator):
-    """Random resized crop (area in [scale_min, 1], ratio 3/4..4/3) and horizontal flip per image.
+def random_resized_crop_flip(images, scale_min, generator, size=None):
+    """Random resized crop (area in [scale_min, 1], ratio 3/4..4/3) and horizontal flip per image,
+    resampled to ``size`` x ``size`` (default: the images' size).
 
     One ``affine_grid``/``grid_sample`` call for the whole batch of float NCHW images.
     """
@@ -191,7 +200,8 @@ def random_resized_crop_flip(images, scale_min, generator):
     theta[:, 0, 0], theta[:, 0, 2] = width * flip, center_x
     theta[:, 1, 1], theta[:, 1, 2] = height, center_y
     theta = theta.to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    size = size or images.shape[-1]
+    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -225,7 +235,7 @@ class CachedLoader(SplitLoader):
         super().__init__(len(labels), config, batch_size, device, train, rank, world)
         self.cache, self.labels = cache, torch.as_tensor(labels)
         self.augment = train and config.get("augment", True)
-        self.crop_min_scale = config["crop_min_scale"]
+        self.crop_min_scale, self.crop_size = config["crop_min_scale"], config["image_size"]
         self.mean = torch.tensor(config["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(config["std"], device=device).view(1, 3, 1, 1)
 
@@ -238,7 +248,7 @@ class CachedLoader(SplitLoader):
             # the same operations as ToTensor and Normalize, in place, so the inputs equal the plain path's
             images = pixels.permute(0, 3, 1, 2).float().div_(255)
             if self.augment:
-                images = random_resized_crop_flip(images, self.crop_min_scale, generator)
+                images = random_resized_crop_flip(images, self.crop_min_scale, generator, self.crop_size)
             images = images.sub_(self.mean).div_(self.std).contiguous(memory_format=torch.channels_last)
             yield images, self.labels[batch].to(self.device, non_blocking=True)
 
@@ -274,7 +284,12 @@ def build_loader(config, split, train, device, rank=0, world=1, csv_file=None, l
     if config["loader"] != "cached":
         raise UserError(f"--loader takes cached or plain, not {config['loader']!r}.")
     samples = read_split_csv(csv_file, root, config["class_names"])
-    open_cache = lambda: open_image_cache(csv_file, root, samples, config["image_size"],  # noqa: E731
+    # augmented training crops are cut from images kept at the evaluation size (when larger), like
+    # the plain path cuts them from the full image; evaluation reads its own size
+    augmented = train and config.get("augment", True)
+    size = (max(config["image_size"], eval_size(config)) if augmented else
+            config["image_size"] if train else eval_size(config))
+    open_cache = lambda: open_image_cache(csv_file, root, samples, size,  # noqa: E731
                                           config["cache_dir"], build=rank == 0, log=log)
     cache = open_cache() if rank == 0 else None
     if world > 1:  # rank 0 builds the cache once; the others open it when it is there

@@ -33,7 +33,7 @@ from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint
 from data_handling import SPLITS, read_split_info
 from engine import evaluate, prepare_model, runtime
 from metrics import softmax_scores
-from NatureTypesDataset import build_loader, read_split_csv
+from NatureTypesDataset import build_loader, eval_size, read_split_csv
 
 # --- settings ---
 split = "test"  # test | validation (| train); ignored with --csv
@@ -236,7 +236,7 @@ def main(argv=None):
         save_confusion(metrics["confusion"], config["class_names"], f"{stem}_confusion.png",
                        f"{name}: {tag}, accuracy {metrics['accuracy']:.4f}")
         per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
-        print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {config['image_size']}px): "
+        print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {eval_size(config)}px): "
               f"{len(scores)} images\n{per_class.round(4).to_string()}\n"
               f"accuracy {metrics['accuracy']:.4f}  mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
               f"mAP {metrics['map']:.4f}\nscores: {stem}_scores.csv  confusion matrix: {stem}_confusion.png")

@@ -10,7 +10,9 @@ steps and then evaluates a few batches along two paths, in one process, on the s
 - plain: ``NatureTypesDataset`` (PIL decode and torchvision transforms per item) in a
   ``DataLoader``, float32, contiguous NCHW memory: how the report's pipeline ran;
 - default: what ``python train.py`` does with its defaults: the cached uint8 memmap loader with
-  batch augmentation, bf16 autocast where ``engine.runtime`` chooses it, channels-last memory.
+  batch augmentation, bf16 autocast where ``engine.runtime`` chooses it, channels-last memory
+  (``engine.prepare_model``: on the CPU the last stage's convolutions as matmuls), and for
+  evaluation the BatchNorms folded into the convolutions as ``engine.predict`` does.
 
 Both use train.py's batch sizes, optimizer and loss. Reported per path: images/s, the share of
 step time spent outside forward/backward/step (the loader's ``next()``: decoding, augmentation,
@@ -43,7 +45,7 @@ import train
 from data_handling import SPLIT_INFO, scan_dataset, write_csv
 from demo_data import make_demo_dataset
 from engine import prepare_model, runtime
-from models import build_model
+from models import build_model, fold_batch_norms
 from NatureTypesDataset import NatureTypesDataset, build_loader, build_transforms
 
 # --- settings ---
@@ -390,7 +392,7 @@ def bench_path(name, run_config, rt, config, flops):
 
     def eval_step(images, targets):
         with torch.inference_mode(), autocast():
-            return runner(images)
+            return evaluator(images)
 
     model.train()
     batches = make_batches("train", True, run_config["batch_size"])
@@ -400,6 +402,8 @@ def bench_path(name, run_config, rt, config, flops):
     del optimizer, loss
     gc.collect()
     model.eval()
+    evaluator = model if plain else fold_batch_norms(model)  # as engine.predict evaluates
+    evaluator = torch.compile(evaluator) if config["compile"] and not plain else evaluator
     eval_steps = math.ceil(config["eval_images"] / run_config["eval_batch_size"])
     batches = make_batches("test", False, run_config["eval_batch_size"])
     results["eval"], _ = timed_phase(eval_step, batches, eval_warmup(config), eval_steps, device)
@@ -409,7 +413,7 @@ def bench_path(name, run_config, rt, config, flops):
         results[phase]["tflops"] = achieved / 1e12
         results[phase]["mfu_bf16"] = achieved / flops["peak_bf16"]
         results[phase]["mfu_fp32"] = achieved / flops["peak_fp32"]
-    del model, runner
+    del model, runner, evaluator
     gc.collect()
     return results
 

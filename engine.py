@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from cli import UserError
 from metrics import classification_metrics
-from models import use_matmul_convs
+from models import fold_batch_norms, use_matmul_convs
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
@@ -125,8 +125,11 @@ def gather_split(local, world, total):
 
 @torch.inference_mode()
 def predict(model, loader, rt, tta_flip=False):
-    """Logits (float32, on the CPU) and targets of one rank's share of a split, in order."""
-    model.eval()
+    """Logits (float32, on the CPU) and targets of one rank's share of a split, in order.
+
+    The model runs with its BatchNorms folded into the convolutions (a copy; ``model`` is untouched).
+    """
+    model = fold_batch_norms(model)
     logits, targets = [], []
     for images, batch_targets in loader:
         with rt.autocast():

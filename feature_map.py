@@ -36,7 +36,7 @@ from checkpoint import check_class_names, load_checkpoint, model_from_checkpoint
 from data_handling import SPLITS, read_split_info
 from engine import prepare_model, runtime
 from models import build_model, imagenet_weights
-from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
+from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, eval_size, read_split_csv
 
 # --- settings ---
 checkpoint = ""  # a checkpoint of this project (.pth), or "pretrained" for torchvision's ImageNet model
@@ -264,7 +264,7 @@ def checkpoint_setup(config, overrides):
         check_class_names(data["class_names"], info["class_names"], path, config["splits_dir"])
         data["data_root"] = info["data_root"]
         data.update({f"{split}_csv": os.path.join(config["splits_dir"], f"{split}.csv") for split in SPLITS})
-    return model, data, f"{path} ({data['arch']}, {data['image_size']} px)"
+    return model, data, f"{path} ({data['arch']}, {eval_size(data)} px)"
 
 
 def pretrained_setup(config):

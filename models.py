@@ -2,12 +2,14 @@
 
 Also the CPU's faster 3x3 convolution for small, wide maps (``use_matmul_convs``).
 """
+import copy
 import os
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cli import UserError
 
@@ -52,16 +54,17 @@ def resnet_names():
     return [name for name in torchvision.models.list_models(module=torchvision.models) if "resne" in name]
 
 
-def build_model(arch, num_classes, pretrained=False, weights_file=""):
+def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_residual=False):
     """A torchvision classifier with ``num_classes`` outputs.
 
     ``pretrained`` loads the ImageNet weights first and then replaces the final layer, as the
-    report's fine-tuned variant does.
+    report's fine-tuned variant does. ``zero_init_residual`` starts each residual block's last
+    BatchNorm at zero (from scratch only), so every block begins as the identity.
     """
     if arch not in resnet_names():
         raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(resnet_names())}.")
     if not pretrained:
-        return torchvision.models.get_model(arch, num_classes=num_classes)
+        return torchvision.models.get_model(arch, num_classes=num_classes, zero_init_residual=zero_init_residual)
     model = torchvision.models.get_model(arch)
     load_weights(model, imagenet_weights(arch, weights_file), weights_file or f"torchvision's {arch} weights", arch)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -133,7 +136,8 @@ class WideConv2d(nn.Conv2d):
         out_pixels = ((x.shape[2] - 1) // self.stride[0] + 1) * ((x.shape[3] - 1) // self.stride[1] + 1)
         if x.device.type != "cpu" or not bf16 or out_pixels > MATMUL_MAX_MAP:
             return super().forward(x)
-        return MatmulConv3x3.apply(x.to(torch.bfloat16), self.weight, self.stride[0])
+        out = MatmulConv3x3.apply(x.to(torch.bfloat16), self.weight, self.stride[0])
+        return out if self.bias is None else out + self.bias.to(out.dtype).view(1, -1, 1, 1)
 
 
 def use_matmul_convs(model):
@@ -141,6 +145,23 @@ def use_matmul_convs(model):
     for module in model.modules():
         if (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.padding == (1, 1)
                 and module.stride[0] == module.stride[1] and module.dilation == (1, 1) and module.groups == 1
-                and module.bias is None and module.out_channels >= MATMUL_MIN_CHANNELS):
+                and module.out_channels >= MATMUL_MIN_CHANNELS):
             module.__class__ = WideConv2d
     return model
+
+
+def fold_batch_norms(model):
+    """An eval-mode copy of a ResNet with each BatchNorm folded into the convolution before it.
+
+    torchvision's ResNets define every BatchNorm right after the convolution it normalises (the
+    stem, each block, each downsample), and that is the pairing used. The copy computes the same
+    function with one pass over the activations fewer per layer, for evaluation only.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent in list(folded.modules()):
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return folded

@@ -9,6 +9,7 @@ Each run writes checkpoints/<run>/: last.pth (every epoch), best.pth (best valid
 metrics.csv, config.json, curves.png (train/validation loss and accuracy) and test_loss.png.
 Running the same command again resumes from last.pth; --restart=true starts the run over.
 """
+import copy
 import csv
 import io
 import json
@@ -21,6 +22,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 import cli
@@ -39,10 +41,12 @@ run = ""  # run folder name; "" = the preset's name
 preset = "default"  # default | sgd_lr0.01 | sgd_lr0.001 | adam_lr0.001 | pretrained | all
 arch = "resnet18"  # torchvision ResNet: resnet18, resnet34, resnet50, ...
 pretrained = False  # start from torchvision's ImageNet weights, final layer replaced
+zero_init_residual = False  # from scratch: each residual block's last BatchNorm starts at zero
 weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's cache or download
 epochs = 30  # passes over the training split
 time_budget_min = 0.0  # > 0: plan the epochs to finish within this many minutes
-image_size = 112  # pixels (square) for training and evaluation
+image_size = 112  # pixels (square) of the training crops
+eval_image_size = 0  # pixels (square) for validation, test and evaluation; 0 = image_size
 batch_size = 128  # images per optimizer step, split among torchrun processes
 eval_batch_size = 256  # images per evaluation batch
 optimizer = "sgd"  # sgd (Nesterov momentum) | adam | adamw
@@ -54,6 +58,8 @@ warmup_epochs = 1.0  # linear warm-up, in epochs
 label_smoothing = 0.1  # cross-entropy label smoothing
 augment = True  # random resized crops and horizontal flips for training
 crop_min_scale = 0.35  # smallest area fraction of a random resized crop
+mix_prob = 0.0  # probability that a training batch is mixed: MixUp or CutMix (alpha 1), half each
+ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
 loader = "cached"  # cached (decoded once into a uint8 memmap) | plain (PIL per item)
 cache_dir = "cache"  # where the cached loader keeps decoded images
@@ -99,8 +105,10 @@ def resolve_config(config, overrides):
         raise cli.UserError(f"--optimizer takes sgd, adam or adamw, not {config['optimizer']!r}.")
     if config["schedule"] not in ("cosine", "constant"):
         raise cli.UserError(f"--schedule takes cosine or constant, not {config['schedule']!r}.")
-    if config["image_size"] < 16 or config["batch_size"] < 1 or config["epochs"] < 1:
-        raise cli.UserError("--image_size must be at least 16, --batch_size and --epochs at least 1.")
+    if min(config["image_size"], config["eval_image_size"] or 16) < 16 or config["batch_size"] < 1 \
+            or config["epochs"] < 1:
+        raise cli.UserError("--image_size and --eval_image_size must be at least 16, --batch_size and --epochs "
+                            "at least 1.")
     return config
 
 
@@ -134,20 +142,59 @@ def check_resumable(saved, config, path):
                             "or --restart=true to start the run over.")
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
-    """One pass over the training split; returns the training logits and targets of this rank."""
+def ema_decay(config, steps_per_epoch):
+    """The per-step decay of the weights' moving average: a time constant of ``ema_epochs`` epochs."""
+    return 1 - 1 / max(1.0, config["ema_epochs"] * steps_per_epoch)
+
+
+def ema_updater(average_model, model, decay):
+    """A function that moves the averaged weights and BatchNorm statistics towards the model's
+    by ``1 - decay`` (counters are copied), in one fused call per step."""
+    pairs = list(zip(average_model.state_dict().values(), model.state_dict().values()))
+    averages, currents = zip(*[(a, c) for a, c in pairs if a.is_floating_point()])
+    counters = [(a, c) for a, c in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update():
+        torch._foreach_lerp_(averages, currents, 1 - decay)
+        for average, current in counters:
+            average.copy_(current)
+    return update
+
+
+def batch_mixer(config):
+    """MixUp or CutMix on a ``mix_prob`` share of the batches (soft targets), else the batch as it is."""
+    mix = v2.RandomChoice([v2.MixUp(num_classes=len(config["class_names"])),
+                           v2.CutMix(num_classes=len(config["class_names"]))])
+
+    def mixer(images, targets):
+        if config["mix_prob"] > 0 and torch.rand(()).item() < config["mix_prob"]:
+            images, targets = mix(images, targets)
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets
+    return mixer
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, plan, after_step, mixer):
+    """One pass over the training split; returns the training logits and targets of this rank.
+
+    ``mixer`` may mix the batch (the logits are still scored against the unmixed targets);
+    ``after_step`` runs after each optimizer step (the weights' moving average).
+    """
     model.train()
     logits, targets = [], []
     bar = tqdm(loader, desc=f"epoch {epoch}/{plan['epochs']}", leave=False, dynamic_ncols=True,
                disable=not (rt.is_main and sys.stderr.isatty()))
     for step, (images, batch_targets) in enumerate(bar):
+        images, soft_targets = mixer(images, batch_targets)
         with rt.autocast():
             output = model(images)
-            loss = criterion(output, batch_targets)
+            loss = criterion(output, soft_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        after_step()
         logits.append(output.detach().float().cpu())
         targets.append(batch_targets.cpu())
         if step % 20 == 0:  # .item() syncs, so only now and then
@@ -199,24 +246,30 @@ def check_splits(config):
     check_disjoint(paths)
 
 
-def resume(last_path, config, model, optimizer, scheduler):
-    """Load a run's last.pth into the model, optimizer and scheduler; returns (history, best, planned epochs)."""
+def resume(last_path, config, model, eval_model, optimizer, scheduler):
+    """Load a run's last.pth into the models, optimizer and scheduler; returns (history, best, planned epochs).
+
+    ``model`` is the one trained; ``eval_model`` the one evaluated and saved as ``model`` (the
+    weights' moving average when ``ema_epochs`` > 0, else the same model).
+    """
     checkpoint = load_checkpoint(last_path)
     check_resumable(checkpoint["config"], config, last_path)
-    load_weights(model, checkpoint["model"], last_path, config["arch"])
+    load_weights(eval_model, checkpoint["model"], last_path, config["arch"])
+    if eval_model is not model:
+        load_weights(model, checkpoint["train_model"], last_path, config["arch"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     planned = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
     return checkpoint["history"], checkpoint["best_metric"], planned
 
 
-def epoch_metrics(raw_model, loaders, train_logits, train_targets, rt, config):
+def epoch_metrics(eval_model, loaders, train_logits, train_targets, rt, config):
     """The metrics of one epoch's row: training (from its own logits), validation and test."""
     rows = len(train_targets) * rt.world  # every rank trains on equally many images, none repeated
     splits = {"train": classification_metrics(gather_split(train_logits, rt.world, rows),
                                               gather_split(train_targets, rt.world, rows), config["class_names"])}
     for short, split in (("val", "validation"), ("test", "test")):
-        splits[short] = evaluate(raw_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0]
+        splits[short] = evaluate(eval_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0]
     return {f"{split}_{k}": round(metrics[k], 6) for split, metrics in splits.items() for k in METRIC_NAMES}
 
 
@@ -244,7 +297,8 @@ def train(config):
     os.makedirs(run_dir, exist_ok=True)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         torch.manual_seed(config["seed"])
-        model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"])
+        model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"],
+                            config["zero_init_residual"])
         loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
                    for split in SPLITS}
         model = prepare_model(model, rt)
@@ -253,9 +307,12 @@ def train(config):
         plan = {"epochs": config["epochs"]}
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, config, steps_per_epoch, plan))
+        eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
+        decay = ema_decay(config, steps_per_epoch)
+        after_step = ema_updater(eval_model, model, decay) if eval_model is not model else (lambda: None)
         history, best_metric, start_epoch = [], -1.0, 1
         if os.path.exists(last_path) and not config["restart"]:
-            history, best_metric, plan["epochs"] = resume(last_path, config, model, optimizer, scheduler)
+            history, best_metric, plan["epochs"] = resume(last_path, config, model, eval_model, optimizer, scheduler)
             start_epoch = len(history) + 1
             if start_epoch > plan["epochs"]:
                 log(f"run {config['run']} has already finished its {len(history)} epochs; "
@@ -272,25 +329,26 @@ def train(config):
             model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if
                                                         rt.device.type == "cuda" else None)
         criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+        mixer = batch_mixer(config)
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
             f"training images per epoch at {config['image_size']}px, {plan['epochs']} epochs")
         epoch = start_epoch
         while epoch <= plan["epochs"]:
             epoch_start = time.perf_counter()
-            torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation
+            torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation, the mixing
             loaders["train"].set_epoch(epoch)
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
-                                                          criterion, rt, epoch, plan)
+                                                          criterion, rt, epoch, plan, after_step, mixer)
             train_seconds = time.perf_counter() - epoch_start
             if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
-                for buffer in raw_model.buffers():  # so the ranks evaluate the model that is saved
-                    dist.broadcast(buffer, 0)
+                for buffer in [b for m in dict.fromkeys([raw_model, eval_model]) for b in m.buffers()]:
+                    dist.broadcast(buffer, 0)  # so the ranks evaluate the model that is saved
             weights_finite = all(torch.isfinite(p).all() for p in raw_model.parameters())
             if not (weights_finite and torch.isfinite(train_logits).all()):
                 raise cli.UserError(f"the training loss or the weights became non-finite in epoch {epoch}; the last "
                                     "good checkpoint is kept. Lower --lr or check the images.")
-            row = {"epoch": epoch, **epoch_metrics(raw_model, loaders, train_logits, train_targets, rt, config)}
+            row = {"epoch": epoch, **epoch_metrics(eval_model, loaders, train_logits, train_targets, rt, config)}
             seconds = time.perf_counter() - epoch_start
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
@@ -300,7 +358,8 @@ def train(config):
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
             if rt.is_main:
-                save_epoch({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                trained = {"train_model": raw_model.state_dict()} if eval_model is not raw_model else {}
+                save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                             "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
             log(f"epoch {epoch}/{plan['epochs']}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"

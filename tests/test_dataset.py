@@ -83,9 +83,10 @@ def collect(loader):
     return torch.cat([images for images, _ in batches]), torch.cat([targets for _, targets in batches])
 
 
-def test_cached_loader_gives_the_plain_evaluation_inputs(odd_images, tmp_path):
+@pytest.mark.parametrize("eval_image_size, size", [(0, 24), (32, 32)])
+def test_cached_loader_gives_the_plain_evaluation_inputs(odd_images, tmp_path, eval_image_size, size):
     root, csv_file, rows = odd_images
-    config = loader_config(root, csv_file, tmp_path / "cache")
+    config = loader_config(root, csv_file, tmp_path / "cache", eval_image_size=eval_image_size)
     plain = build_loader({**config, "loader": "plain"}, "validation", train=False, device="cpu", log=lambda *a: None)
     cached = build_loader(config, "validation", train=False, device="cpu", log=lambda *a: None)
     plain_images, plain_targets = collect(plain)
@@ -93,7 +94,7 @@ def test_cached_loader_gives_the_plain_evaluation_inputs(odd_images, tmp_path):
     # the plain path by hand: the Dataset with the evaluation transforms
     dataset = NatureTypesDataset(csv_file, root, build_transforms(config, train=False))
     by_hand = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    assert cached_images.shape == by_hand.shape == (len(rows), 3, 24, 24)
+    assert cached_images.shape == by_hand.shape == (len(rows), 3, size, size)
     assert torch.equal(plain_images, by_hand)
     assert torch.allclose(cached_images, by_hand, atol=1e-6, rtol=0)
     assert torch.equal(cached_targets, plain_targets)
@@ -112,6 +113,9 @@ def test_cached_training_batches_are_augmented_and_seeded(odd_images, tmp_path):
 
     images, targets = epoch_images(1)
     assert images.shape == (len(rows), 3, 24, 24) and sorted(targets.tolist()) == sorted(l for _, l in rows)
+    # with a larger evaluation size the crops are cut from images kept at that size, still 24 px out
+    sharper = build_loader({**config, "eval_image_size": 40}, "train", train=True, device="cpu", log=lambda *a: None)
+    assert sharper.cache.shape[1:] == (40, 40, 3) and next(iter(sharper))[0].shape[-2:] == (24, 24)
     again, again_targets = epoch_images(1)
     assert torch.equal(images, again) and torch.equal(targets, again_targets)
     assert not torch.equal(images, epoch_images(2)[0])

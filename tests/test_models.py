@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MatmulConv3x3, WideConv2d, build_model, use_matmul_convs
+from models import MatmulConv3x3, WideConv2d, build_model, fold_batch_norms, use_matmul_convs
 
 
 @pytest.mark.parametrize("stride, size", [(1, 5), (1, 4), (2, 10), (2, 9), (1, 1)])
@@ -61,3 +61,27 @@ def test_wide_convolution_keeps_conv2d_for_float32_and_large_maps():
     assert torch.equal(wide(small), conv(small))  # float32: the same kernel, bit for bit
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(wide(large), conv(large))  # 64 output pixels: above the matmul form's limit
+
+
+def test_folded_batch_norms_compute_the_same_function():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 6)
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics and affine parameters away from their initial values
+        for _ in range(3):
+            model(torch.randn(8, 3, 48, 48) * 2 + 0.5)
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batch_norms(use_matmul_convs(model))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 20  # the original is untouched
+    assert isinstance(folded.layer4[1].conv2, WideConv2d) and folded.layer4[1].conv2.bias is not None
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the matmul form with the folded bias
+            expected, got = model(x).float(), folded(x).float()
+    assert (expected - got).abs().max() < 0.05 * expected.abs().max()

@@ -45,10 +45,10 @@ def stop_at_epoch(monkeypatch, stop_epoch):
     """Make train.py stop as if killed when ``stop_epoch`` starts (after the previous epoch's save)."""
     original = train.train_one_epoch
 
-    def interrupted(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
+    def interrupted(model, loader, optimizer, scheduler, criterion, rt, epoch, *rest):
         if epoch == stop_epoch:
             raise KeyboardInterrupt
-        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, plan)
+        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, *rest)
 
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
 
@@ -155,6 +155,51 @@ def test_resume_gives_the_uninterrupted_result(interrupted_run, data, tmp_path, 
     assert_same_tensors(restarted["model"], torch.load(interrupted_run / "last.pth", weights_only=True)["model"])
 
 
+def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(data, tmp_path, monkeypatch):
+    args = train_args(data[1], tmp_path, "--epochs=2", "--ema_epochs=2", "--mix_prob=0.7")
+    with monkeypatch.context() as patched:
+        stop_at_epoch(patched, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(args + ["--run=r"])
+    train.main(args + ["--run=r"])
+    train.main(args + ["--run=straight"])
+    a = torch.load(tmp_path / "checkpoints" / "straight" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "checkpoints" / "r" / "last.pth", weights_only=True)
+    assert_same_tensors(a["model"], b["model"])
+    assert_same_tensors(a["train_model"], b["train_model"])
+    assert without_timing(a["history"]) == without_timing(b["history"])
+    # what is saved as the model (and evaluated) is the average, not the trained weights
+    assert not torch.equal(a["model"]["fc.weight"], a["train_model"]["fc.weight"])
+    model = model_from_checkpoint(a, "last.pth")  # evaluation and feature maps load the average
+    assert torch.equal(model.state_dict()["fc.weight"], a["model"]["fc.weight"])
+
+
+def test_the_moving_average_moves_by_one_minus_decay():
+    average, model = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        average.weight.fill_(1.0)
+        model.weight.fill_(3.0)
+        model.running_mean.fill_(2.0)
+    model.num_batches_tracked += 5
+    train.ema_updater(average, model, 0.75)()
+    assert torch.allclose(average.weight, torch.full((3,), 1.5))  # 0.75 * 1 + 0.25 * 3
+    assert torch.allclose(average.running_mean, torch.full((3,), 0.5))
+    assert average.num_batches_tracked.item() == 5  # counters are copied, not averaged
+    assert train.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
+
+
+def test_batch_mixing_gives_soft_targets_of_two_images_at_most():
+    torch.manual_seed(0)
+    images, targets = torch.rand(8, 3, 16, 16), torch.arange(8) % 6
+    config = {"class_names": list("abcdef"), "mix_prob": 1.0}
+    mixed, soft = train.batch_mixer(config)(images.clone(), targets)
+    assert soft.shape == (8, 6) and torch.allclose(soft.sum(1), torch.ones(8))
+    assert ((soft > 0).sum(1) <= 2).all() and not torch.equal(mixed, images)
+    assert mixed.is_contiguous(memory_format=torch.channels_last)
+    same, hard = train.batch_mixer({**config, "mix_prob": 0.0})(images, targets)
+    assert same is images and hard is targets
+
+
 @pytest.mark.parametrize("change, message", [
     ("--lr=0.01", r"lr=0\.05 \(now 0\.01\)"),
     ("--arch=resnet34", r"arch='resnet18' \(now 'resnet34'\)"),
@@ -178,10 +223,10 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(interrupted_
     before = {name: (run_dir / name).read_bytes() for name in ("last.pth", "best.pth", "metrics.csv")}
     original = train.train_one_epoch
 
-    def diverging(model, loader, optimizer, scheduler, criterion, rt, epoch, plan):
+    def diverging(model, loader, optimizer, scheduler, *rest):
         for group in optimizer.param_groups:  # one step with an infinite learning rate wrecks the weights
             group["lr"] = float("inf")
-        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, plan)
+        return original(model, loader, optimizer, scheduler, *rest)
 
     monkeypatch.setattr(train, "train_one_epoch", diverging)
     with pytest.raises(UserError, match="last good checkpoint is kept"):
