@@ -77,7 +77,8 @@ def keep_freed_memory():
 
     Each training step frees and allocates the same large activations; by default glibc serves
     each from a fresh ``mmap`` whose pages fault in again, which costs about 8% of a CPU step.
-    Peak memory stays the same. Without glibc (macOS, musl) this does nothing.
+    Called once the image caches are built (their decoding would otherwise leave its freed memory
+    in the process). Without glibc (macOS, musl) this does nothing.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -91,8 +92,6 @@ def runtime(device_name="auto", precision="auto"):
     """Pick the device and precision; join the process group when started by ``torchrun``."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = pick_device(device_name)
-    if device.type == "cpu":
-        keep_freed_memory()
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

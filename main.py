@@ -25,8 +25,8 @@ steps = "split,train,evaluate,features"  # comma-separated steps to run, in this
 
 STEPS = ("split", "train", "evaluate", "features")
 # A few quick epochs on the demo set: enough to see the pipeline work, not a benchmark.
-DEMO_TRAIN = ["--run=demo", "--epochs=6", "--image_size=64", "--batch_size=32", "--lr=0.05",
-              "--warmup_epochs=0"]
+DEMO_TRAIN = ["--run=demo", "--epochs=6", "--image_size=64", "--eval_image_size=64", "--batch_size=32",
+              "--lr=0.05", "--warmup_epochs=0"]
 
 
 def has_class_folders(root):

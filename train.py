@@ -28,7 +28,7 @@ from tqdm import tqdm
 import cli
 from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
-from engine import evaluate, gather_split, prepare_model, runtime
+from engine import evaluate, gather_split, keep_freed_memory, prepare_model, runtime
 from metrics import classification_metrics
 from models import build_model, load_weights
 from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
@@ -46,11 +46,11 @@ weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's 
 epochs = 30  # passes over the training split
 time_budget_min = 0.0  # > 0: plan the epochs to finish within this many minutes
 image_size = 112  # pixels (square) of the training crops
-eval_image_size = 0  # pixels (square) for validation, test and evaluation; 0 = image_size
-batch_size = 128  # images per optimizer step, split among torchrun processes
+eval_image_size = 144  # pixels (square) for validation, test and evaluation; 0 = image_size
+batch_size = 64  # images per optimizer step, split among torchrun processes
 eval_batch_size = 256  # images per evaluation batch
 optimizer = "sgd"  # sgd (Nesterov momentum) | adam | adamw
-lr = 0.1  # peak learning rate
+lr = 0.05  # peak learning rate
 momentum = 0.9  # SGD momentum
 weight_decay = 5e-4  # L2 penalty on weights (not on norms and biases)
 schedule = "cosine"  # cosine (after a linear warm-up) | constant
@@ -73,7 +73,8 @@ restart = False  # start the run over instead of resuming from its last.pth
 
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
 # as it trained, without its mistakes (evaluated at the training size, ImageNet mean/std).
-REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10, image_size=80)
+REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10, image_size=80,
+              eval_image_size=0, batch_size=128)
 PRESETS = {
     "default": {},
     "sgd_lr0.01": dict(REPORT, optimizer="sgd", lr=0.01),
@@ -302,6 +303,8 @@ def train(config):
         loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
                    for split in SPLITS}
         model = prepare_model(model, rt)
+        if rt.device.type == "cpu":
+            keep_freed_memory()
         optimizer = make_optimizer(model, config)
         steps_per_epoch = len(loaders["train"])
         plan = {"epochs": config["epochs"]}

@@ -43,5 +43,5 @@ def real_data():
 def train_args(splits_dir, tmp_path, *extra):
     """Arguments for a short, small CPU training run inside tmp_path."""
     return [f"--splits_dir={splits_dir}", f"--checkpoints_dir={tmp_path / 'checkpoints'}",
-            f"--cache_dir={tmp_path / 'cache'}", "--image_size=32", "--batch_size=16", "--eval_batch_size=32",
-            "--epochs=1", "--device=cpu", "--lr=0.05", "--warmup_epochs=0", *extra]
+            f"--cache_dir={tmp_path / 'cache'}", "--image_size=32", "--eval_image_size=40", "--batch_size=16",
+            "--eval_batch_size=32", "--epochs=1", "--device=cpu", "--lr=0.05", "--warmup_epochs=0", *extra]

@@ -150,9 +150,10 @@ def test_files_and_statistics_of_a_checkpoint(trained, tmp_path):
     assert sorted(os.listdir(tmp_path / "feature_maps")) == sorted(
         f"img{i:03d}_{name}.png" for i in range(3) for name in per_image)
     assert sorted(os.listdir(tmp_path / "feature_maps_visualization")) == ["img000.png", "img001.png", "img002.png"]
-    # layer1.0.conv1 at 32 px: 64 channels of 8x8, enlarged 4x to 32x32 tiles, 8 per row, 1 px between
+    # images at the checkpoint's evaluation size (40 px; it trained on 32 px crops), so layer1.0.conv1
+    # has 64 channels of 10x10, enlarged 4x to 40x40 tiles, 8 per row, 1 px between
     with Image.open(tmp_path / "feature_maps" / "img002_layer1.0.conv1.png") as image:
-        assert image.size == (8 * 33 - 1, 8 * 33 - 1)
+        assert image.size == (8 * 41 - 1, 8 * 41 - 1)
 
     text = (tmp_path / "non_positive_stats.txt").read_text()
     assert "over the first 7 test images" in text

@@ -682,7 +682,8 @@ def test_1x1_and_5000x5000_images_split_and_load(tmp_path):
                 batches = list(build_loader({**config, "loader": loader}, split, augment, torch.device("cpu"),
                                             log=lambda *a: None))
                 images = torch.cat([images for images, _ in batches])
-                assert images.shape == (sum(s == split for s in where.values()), 3, 32, 32)
+                size = 32 if augment else 40  # training crops; evaluation at train_args' eval size
+                assert images.shape == (sum(s == split for s in where.values()), 3, size, size)
                 assert torch.isfinite(images).all()
                 inputs[loader, augment] = images
         assert torch.allclose(inputs["cached", False], inputs["plain", False], atol=1e-5)
