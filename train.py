@@ -86,6 +86,8 @@ REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 # Settings that may change when a run is resumed; any other change needs --restart=true.
 OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size",
                "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
+# Settings added after runs were saved without them, with the value that describes those runs.
+BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 
 
@@ -136,6 +138,7 @@ def lr_factor(step, config, steps_per_epoch, plan):
 
 
 def check_resumable(saved, config, path):
+    saved = {**BEFORE_THEY_EXISTED, **saved}
     changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
     if changed:
         shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])

@@ -174,6 +174,20 @@ def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(
     assert torch.equal(model.state_dict()["fc.weight"], a["model"]["fc.weight"])
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(interrupted_run, data, tmp_path):
+    run_dir = copy_run(interrupted_run, tmp_path)
+    checkpoint = torch.load(run_dir / "last.pth", weights_only=True)
+    for key in train.BEFORE_THEY_EXISTED:  # as saved before these settings existed
+        del checkpoint["config"][key]
+    torch.save(checkpoint, run_dir / "last.pth")
+    args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
+    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\)"):
+        train.main(args)  # it evaluated at its training size; the arguments now say 40
+    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0"]
+    train.main(args)
+    assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
+
+
 def test_the_moving_average_moves_by_one_minus_decay():
     average, model = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
     with torch.no_grad():
