@@ -80,13 +80,17 @@ MATMUL_MAX_MAP = 49  # output pixels per map up to which a wide 3x3 convolution 
 MATMUL_MIN_CHANNELS = 512
 
 
+def tap(offset, stride, count):
+    """The rows (or columns) of a padded map that kernel position ``offset`` meets, as a slice."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
 def im2col(x, stride):
     """The 3x3, padding-1 patches of NCHW ``x`` as rows: ``(n*ho*wo, 9*c)``, and ``ho, wo``."""
     n, c, h, w = x.shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)
-    patches = [padded[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-               for i in range(3) for j in range(3)]
+    patches = [padded[:, tap(i, stride, ho), tap(j, stride, wo)] for i in range(3) for j in range(3)]
     return torch.stack(patches, dim=3).reshape(n * ho * wo, 9 * c), ho, wo
 
 
@@ -120,10 +124,9 @@ class MatmulConv3x3(torch.autograd.Function):
         patches = (rows @ matrix.t()).view(n, *grad.shape[2:], 3, 3, c)
         ho, wo = grad.shape[2:]
         grad_padded = patches.new_zeros(n, h + 2, w + 2, c)
-        for i in range(3):  # scatter each patch position back (col2im)
+        for i in range(3):  # scatter each patch position back (col2im; F.fold measured 1.3-1.6x slower here)
             for j in range(3):
-                grad_padded[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] += \
-                    patches[:, :, :, i, j]
+                grad_padded[:, tap(i, stride, ho), tap(j, stride, wo)] += patches[:, :, :, i, j]
         return grad_padded[:, 1:h + 1, 1:w + 1].permute(0, 3, 1, 2), grad_weight, None
 
 
