@@ -7,7 +7,7 @@ training, evaluation and feature maps see the same inputs. Two loaders give the 
 
 - ``plain``: ``NatureTypesDataset`` decodes each image with PIL per item in a ``DataLoader``;
 - ``cached`` (default): every image is decoded once, resized exactly as the plain path resizes it,
-  into a uint8 memory-mapped file keyed by the CSV, the files' sizes and times and the image size;
+  into a uint8 file keyed by the CSV, the files' sizes and times and the image size;
   augmentation (random resized crop and flip) then runs on whole batches. Its evaluation inputs
   equal the plain path's.
 """
@@ -136,10 +136,50 @@ def decode_resized(path, size):
     return np.asarray(resize(load_image(path)), dtype=np.uint8)
 
 
+def read_npy_header(path):
+    """The array shape and the data offset of a ``.npy`` file."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(f)
+        return shape, f.tell()
+
+
+class ImageCache:
+    """A split's (N, size, size, 3) uint8 cache file, read row by row with ``pread``.
+
+    Reading rows into a fresh array (rather than indexing a memory map of the file) leaves the
+    file's pages in the kernel's page cache, shared by every run and process, and out of this
+    process's resident memory, so the cache never sits twice in memory.
+    """
+
+    def __init__(self, path):
+        self.path, self.shape, self.offset = path, *read_npy_header(path)
+        self.row_bytes = math.prod(self.shape[1:])
+        if os.path.getsize(path) != self.offset + len(self) * self.row_bytes:
+            raise UserError(f"{path} is not as long as its header says; delete it to rebuild it.")
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, indices):
+        rows = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        for row, index in zip(rows, indices):
+            os.preadv(self.fd, [row], self.offset + int(index) * self.row_bytes)
+        return rows
+
+    def __del__(self):
+        if hasattr(self, "fd"):
+            os.close(self.fd)
+
+
 def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=print):
-    """Return a read-only (N, size, size, 3) uint8 memmap of the split, building it if needed.
+    """Return the split's ``ImageCache`` (N images, size x size, RGB uint8), building it if needed.
 
     The file is written under a temporary name and renamed, so a killed build leaves no torn cache.
+    Rows are written with ``pwrite``, so building does not map the file either.
     With ``build=False`` (the other ranks of a distributed run) it only opens an existing one.
     """
     path = os.path.join(cache_dir, f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-"
@@ -148,22 +188,25 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     if not os.path.exists(path) and build:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # the header; rows sparse
+        offset, row_bytes = read_npy_header(tmp)[1], size * size * 3
+        fd = os.open(tmp, os.O_WRONLY)
 
         def fill(i):
-            array[i] = decode_resized(os.path.join(root, samples[i][0]), size)
+            os.pwrite(fd, decode_resized(os.path.join(root, samples[i][0]), size).tobytes(), offset + i * row_bytes)
 
         log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
         try:
             with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
                 list(pool.map(fill, range(len(samples))))
+            os.fsync(fd)
         except BaseException:  # an unreadable image or an interrupt: no half-built cache left behind
             os.remove(tmp)
             raise
-        array.flush()
-        del array
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+    return ImageCache(path)
 
 
 def shard_indices(n, rank, world, shuffle, seed, epoch, batch_size=0):
@@ -210,7 +253,7 @@ class SplitLoader:
 
     def __init__(self, split_size, config, batch_size, device, train, rank, world):
         self.split_size, self.batch_size, self.device, self.train = split_size, batch_size, device, train
-        self.seed, self.rank, self.world, self.epoch = config["seed"], rank, world, 0
+        self.config, self.seed, self.rank, self.world, self.epoch = config, config["seed"], rank, world, 0
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -239,12 +282,16 @@ class CachedLoader(SplitLoader):
         self.mean = torch.tensor(config["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(config["std"], device=device).view(1, 3, 1, 1)
 
+    def set_crop_size(self, size):
+        """The size of the training crops from now on (progressive resizing)."""
+        self.crop_size = size
+
     def __iter__(self):
         indices = self.indices
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7919 * (self.rank + 1))
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
-            pixels = torch.from_numpy(self.cache[batch.numpy()]).to(self.device, non_blocking=True)
+            pixels = torch.from_numpy(self.cache[batch.tolist()]).to(self.device, non_blocking=True)
             # the same operations as ToTensor and Normalize, in place, so the inputs equal the plain path's
             images = pixels.permute(0, 3, 1, 2).float().div_(255)
             if self.augment:
@@ -259,6 +306,9 @@ class PlainLoader(SplitLoader):
     def __init__(self, dataset, config, batch_size, device, train, num_workers=0, rank=0, world=1):
         super().__init__(len(dataset), config, batch_size, device, train, rank, world)
         self.dataset, self.num_workers = dataset, num_workers
+
+    def set_crop_size(self, size):
+        self.dataset.transform = build_transforms({**self.config, "image_size": size}, self.train)
 
     def __iter__(self):
         loader = DataLoader(Subset(self.dataset, self.indices.tolist()), batch_size=self.batch_size,

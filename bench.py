@@ -9,9 +9,9 @@ steps and then evaluates a few batches along two paths, in one process, on the s
 
 - plain: ``NatureTypesDataset`` (PIL decode and torchvision transforms per item) in a
   ``DataLoader``, float32, contiguous NCHW memory: how the report's pipeline ran;
-- default: what ``python train.py`` does with its defaults: the cached uint8 memmap loader with
-  batch augmentation, bf16 autocast where ``engine.runtime`` chooses it, channels-last memory
-  (``engine.prepare_model``: on the CPU the last stage's convolutions as matmuls), and for
+- default: what ``python train.py`` does with its defaults: the cached uint8 loader (rows read
+  with ``pread``) with batch augmentation, bf16 autocast where ``engine.runtime`` chooses it,
+  channels-last memory (``engine.prepare_model``: on the CPU the last stage's convolutions as matmuls), and for
   evaluation the BatchNorms folded into the convolutions as ``engine.predict`` does.
 
 Both use train.py's batch sizes, optimizer and loss. Reported per path: images/s, the share of
@@ -543,9 +543,9 @@ def summary(results, image_sizes):
                    for phase in (size[path]["train"], size[path]["eval"])]
     process_peak = max(phase_peaks + [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024])
     results["machine"]["process_peak_rss_mb"] = round(process_peak, 1)
-    print(f"memory: peak RSS per phase ({phase_peak}); whole run {process_peak:.0f} MB; the default "
-          "path's RSS includes the memmapped cache pages it read, a worker's RSS the pages it shares with this "
-          "process (its private MB is what it adds).")
+    print(f"memory: peak RSS per phase ({phase_peak}); whole run {process_peak:.0f} MB; the cached path reads "
+          "its rows with pread, so the cache's pages stay out of its RSS; a worker's RSS includes the pages it "
+          "shares with this process (its private MB is what it adds).")
 
 
 def main(argv=None):

@@ -53,7 +53,7 @@ batch_size = 100  # images per forward pass
 arch = "resnet18"  # architecture of --checkpoint=pretrained
 weights_file = ""  # ImageNet weights for --checkpoint=pretrained offline; "" = torchvision's cache
 image_size = 150  # pixels (square) for --checkpoint=pretrained; a checkpoint uses its own
-loader = "cached"  # cached (decoded once into a uint8 memmap) | plain (PIL per item)
+loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
 cache_dir = "cache"  # where the cached loader keeps decoded images
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 precision = "fp32"  # fp32 (exact signs) | auto (bf16 where the hardware is fast at it) | bf16

@@ -46,6 +46,7 @@ weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's 
 epochs = 30  # passes over the training split
 time_budget_min = 0.0  # > 0: plan the epochs to finish within this many minutes
 image_size = 112  # pixels (square) of the training crops
+progressive_min_size = 0  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs
 eval_image_size = 144  # pixels (square) for validation, test and evaluation; 0 = image_size
 batch_size = 64  # images per optimizer step, split among torchrun processes
 eval_batch_size = 256  # images per evaluation batch
@@ -61,7 +62,7 @@ crop_min_scale = 0.35  # smallest area fraction of a random resized crop
 mix_prob = 0.0  # probability that a training batch is mixed: MixUp or CutMix (alpha 1), half each
 ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
-loader = "cached"  # cached (decoded once into a uint8 memmap) | plain (PIL per item)
+loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
 cache_dir = "cache"  # where the cached loader keeps decoded images
 num_workers = 0  # DataLoader worker processes of the plain loader
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
@@ -87,8 +88,10 @@ REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size",
                "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
 # Settings added after runs were saved without them, with the value that describes those runs.
-BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0}
+BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
+                       "progressive_min_size": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
+RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
 
 
 def resolve_config(config, overrides):
@@ -135,6 +138,17 @@ def lr_factor(step, config, steps_per_epoch, plan):
         return 1.0
     total = max(plan["epochs"] * steps_per_epoch, warmup + 1)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+
+def crop_size(epoch, config, epochs):
+    """The training crop size of an epoch: ``image_size``, or with progressive resizing a linear ramp
+    from ``progressive_min_size`` at the first epoch to ``image_size`` at ``RAMP_END`` of the
+    epochs, in steps of 16 pixels."""
+    low, high = config["progressive_min_size"], config["image_size"]
+    if not 0 < low < high:
+        return high
+    progress = min(1.0, (epoch - 1) / max(1, round(RAMP_END * epochs) - 1))
+    return max(low, min(high, 16 * round((low + progress * (high - low)) / 16)))
 
 
 def check_resumable(saved, config, path):
@@ -336,14 +350,17 @@ def train(config):
                                                         rt.device.type == "cuda" else None)
         criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
         mixer = batch_mixer(config)
+        sizes = f"{crop_size(1, config, 1)}-{config['image_size']}" if crop_size(1, config, 1) < config["image_size"] \
+            else config["image_size"]
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
-            f"training images per epoch at {config['image_size']}px, {plan['epochs']} epochs")
+            f"training images per epoch at {sizes}px, {plan['epochs']} epochs")
         epoch = start_epoch
         while epoch <= plan["epochs"]:
             epoch_start = time.perf_counter()
             torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation, the mixing
             loaders["train"].set_epoch(epoch)
+            loaders["train"].set_crop_size(crop_size(epoch, config, plan["epochs"]))
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
                                                           criterion, rt, epoch, plan, after_step, mixer)
             train_seconds = time.perf_counter() - epoch_start
@@ -359,7 +376,7 @@ def train(config):
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
             if config["time_budget_min"] > 0 and epoch == start_epoch and start_epoch == 1:
-                plan["epochs"] = planned_epochs(config, started, seconds, rt)
+                plan["epochs"] = planned_epochs(config, started, train_seconds, seconds - train_seconds, rt)
             history.append(row)
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
@@ -368,7 +385,7 @@ def train(config):
                 save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                             "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
-            log(f"epoch {epoch}/{plan['epochs']}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            log(f"epoch {epoch}/{plan['epochs']}  {crop_size(epoch, config, plan['epochs'])}px  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
                 f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "
                 f"{row['train_images_per_second']:.0f} img/s{'  *best*' if improved else ''}")
@@ -377,13 +394,27 @@ def train(config):
     return history[-1]
 
 
-def planned_epochs(config, started, epoch_seconds, rt):
-    """How many epochs fit the time budget, judged by the first epoch (same on every rank)."""
-    elapsed = torch.tensor([time.perf_counter() - started, epoch_seconds])
+def planned_epochs(config, started, train_seconds, eval_seconds, rt):
+    """How many epochs fit the time budget, judged by the first epoch (same on every rank).
+
+    An epoch's training time is taken to grow with its crops' area (progressive resizing); its
+    evaluation time stays that of the first.
+    """
+    elapsed = torch.tensor([time.perf_counter() - started, train_seconds, eval_seconds])
     if rt.world > 1:
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    remaining = config["time_budget_min"] * 60 - elapsed[0].item()
-    return max(1, 1 + int(remaining // elapsed[1].item()))
+    remaining, train_seconds, eval_seconds = config["time_budget_min"] * 60 - elapsed[0].item(), \
+        elapsed[1].item(), elapsed[2].item()
+    first = crop_size(1, config, 1)
+
+    def cost(epochs):  # the seconds of epochs 2..epochs of a plan of that many
+        return sum(train_seconds * (crop_size(e, config, epochs) / first) ** 2 + eval_seconds
+                   for e in range(2, epochs + 1))
+    low, high = 1, max(1, 1 + int(remaining // (train_seconds + eval_seconds)))  # no epoch is cheaper than the first
+    while low < high:  # the most epochs whose cost fits
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if cost(middle) <= remaining else (low, middle - 1)
+    return low
 
 
 def main(argv=None):

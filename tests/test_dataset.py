@@ -144,6 +144,16 @@ def test_training_batches_never_hold_a_single_image(odd_images, tmp_path, loader
     assert [len(t) for _, t in build_loader(config, "validation", train=False, device="cpu")] == [6, 1]
 
 
+@pytest.mark.parametrize("loader", ["cached", "plain"])
+def test_the_training_crop_size_can_change_between_epochs(odd_images, tmp_path, loader):
+    root, csv_file, _ = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file, loader=loader)
+    train_loader = build_loader(config, "train", train=True, device="cpu", log=lambda *a: None)
+    assert next(iter(train_loader))[0].shape[-2:] == (24, 24)
+    train_loader.set_crop_size(16)
+    assert next(iter(train_loader))[0].shape[-2:] == (16, 16)
+
+
 def test_a_second_loader_reuses_the_cache(odd_images, tmp_path):
     root, csv_file, _ = odd_images
     cache_dir = tmp_path / "cache"
@@ -204,3 +214,13 @@ def test_train_py_with_a_missing_image_exits_with_one_sentence(image_root, tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], result.stderr
     assert not (tmp_path / "checkpoints" / "r" / "last.pth").exists()
+
+
+def test_a_truncated_cache_is_one_clear_error(odd_images, tmp_path):
+    root, csv_file, _ = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache")
+    build_loader(config, "validation", train=False, device="cpu", log=lambda *a: None)
+    (cache_file,) = (tmp_path / "cache").iterdir()
+    os.truncate(cache_file, cache_file.stat().st_size - 1)  # the last row is one byte short
+    with pytest.raises(UserError, match="is not as long as its header says; delete it"):
+        build_loader(config, "validation", train=False, device="cpu", log=lambda *a: None)

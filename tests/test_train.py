@@ -369,6 +369,25 @@ def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
 
 def test_planned_epochs_divides_the_remaining_budget_by_the_epoch_time():
     rt = Runtime(torch.device("cpu"), bf16=False)
-    started = train.time.perf_counter() - 45  # 45 s already spent, one epoch took 30 s
-    assert train.planned_epochs({"time_budget_min": 5.0}, started, 30.0, rt) == 9  # 1 + (300 - 45) // 30
-    assert train.planned_epochs({"time_budget_min": 0.5}, started, 30.0, rt) == 1  # never fewer than one
+    config = {"time_budget_min": 5.0, "image_size": 112, "progressive_min_size": 0}
+    started = train.time.perf_counter() - 45  # 45 s already spent, one epoch took 25 s + 5 s of evaluation
+    assert train.planned_epochs(config, started, 25.0, 5.0, rt) == 9  # 1 + (300 - 45) // 30
+    assert train.planned_epochs({**config, "time_budget_min": 0.5}, started, 25.0, 5.0, rt) == 1  # never fewer
+
+
+def test_progressive_crops_grow_in_steps_of_16_to_the_image_size_at_three_quarters_of_the_epochs():
+    config = {"image_size": 128, "progressive_min_size": 64}
+    sizes = [train.crop_size(epoch, config, 20) for epoch in range(1, 21)]
+    assert sizes[:2] == [64, 64] and sizes[12:] == [112] + [128] * 7  # 128 (rounded) by epoch 15 of 20
+    assert sizes == sorted(sizes) and all(size % 16 == 0 for size in sizes) and len(set(sizes)) == 5
+    assert {train.crop_size(e, {**config, "progressive_min_size": 0}, 20) for e in range(1, 21)} == {128}
+    assert train.crop_size(1, {**config, "progressive_min_size": 160}, 20) == 128  # not below: off
+
+
+def test_planned_epochs_count_the_larger_crops_of_later_epochs():
+    rt = Runtime(torch.device("cpu"), bf16=False)
+    config = {"time_budget_min": 5.0, "image_size": 32, "progressive_min_size": 16}
+    started = train.time.perf_counter() - 45  # 255 s left; the first epoch trained 10 s at 16 px
+    # 8 epochs ramp over 6: 16, 16, 16, 32, 32, 32, 32, 32 px; epochs 2-8 cost 2 * 10 + 5 * 40 = 220 s.
+    # 9 epochs ramp over 7: 16, 16, 16, 32, ... (24 px rounds to 32): 2 * 10 + 6 * 40 = 260 s, too long.
+    assert train.planned_epochs(config, started, 10.0, 0.0, rt) == 8
