@@ -75,7 +75,7 @@ restart = False  # start the run over instead of resuming from its last.pth
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
 # as it trained, without its mistakes (evaluated at the training size, ImageNet mean/std).
 REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10, image_size=80,
-              eval_image_size=0, batch_size=128)
+              eval_image_size=0, progressive_min_size=0, batch_size=128)
 PRESETS = {
     "default": {},
     "sgd_lr0.01": dict(REPORT, optimizer="sgd", lr=0.01),
