@@ -350,8 +350,8 @@ def train(config):
                                                         rt.device.type == "cuda" else None)
         criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
         mixer = batch_mixer(config)
-        sizes = f"{crop_size(1, config, 1)}-{config['image_size']}" if crop_size(1, config, 1) < config["image_size"] \
-            else config["image_size"]
+        first = crop_size(1, config, 1)
+        sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
             f"training images per epoch at {sizes}px, {plan['epochs']} epochs")
@@ -360,7 +360,8 @@ def train(config):
             epoch_start = time.perf_counter()
             torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation, the mixing
             loaders["train"].set_epoch(epoch)
-            loaders["train"].set_crop_size(crop_size(epoch, config, plan["epochs"]))
+            size = crop_size(epoch, config, plan["epochs"])
+            loaders["train"].set_crop_size(size)
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
                                                           criterion, rt, epoch, plan, after_step, mixer)
             train_seconds = time.perf_counter() - epoch_start
@@ -385,7 +386,8 @@ def train(config):
                 save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                             "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
-            log(f"epoch {epoch}/{plan['epochs']}  {crop_size(epoch, config, plan['epochs'])}px  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}"
+            log(f"epoch {epoch}/{plan['epochs']}  {size}px  train loss {row['train_loss']:.4f} "
+                f"acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
                 f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "
                 f"{row['train_images_per_second']:.0f} img/s{'  *best*' if improved else ''}")

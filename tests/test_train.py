@@ -16,6 +16,7 @@ import torch
 import torchvision
 from PIL import Image
 
+import NatureTypesDataset
 import train
 from checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from cli import UserError
@@ -382,6 +383,19 @@ def test_progressive_crops_grow_in_steps_of_16_to_the_image_size_at_three_quarte
     assert sizes == sorted(sizes) and all(size % 16 == 0 for size in sizes) and len(set(sizes)) == 5
     assert {train.crop_size(e, {**config, "progressive_min_size": 0}, 20) for e in range(1, 21)} == {128}
     assert train.crop_size(1, {**config, "progressive_min_size": 160}, 20) == 128  # not below: off
+
+
+def test_a_progressive_run_trains_on_growing_crops(data, tmp_path, capsys, monkeypatch):
+    seen = []  # the sizes of the training batches
+    random_resized_crop_flip = NatureTypesDataset.random_resized_crop_flip
+    monkeypatch.setattr(NatureTypesDataset, "random_resized_crop_flip",
+                        lambda *args: seen.append(args[-1]) or random_resized_crop_flip(*args))
+    train.main(train_args(data[1], tmp_path, "--run=p", "--epochs=4", "--progressive_min_size=16"))
+    logged = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert logged == ["16px", "32px", "32px", "32px"]  # 4 epochs ramp over 3: 16, 24 (rounds to 32), 32, 32
+    steps = len(seen) // 4
+    assert seen == [16] * steps + [32] * (3 * steps)
+    assert len(read_metrics(tmp_path / "checkpoints" / "p")) == 4
 
 
 def test_planned_epochs_count_the_larger_crops_of_later_epochs():
