@@ -188,8 +188,10 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     if not os.path.exists(path) and build:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # the header; rows sparse
-        offset, row_bytes = read_npy_header(tmp)[1], size * size * 3
+        with open(tmp, "wb") as f:  # the .npy header, then room for the rows (a sparse file)
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            offset, row_bytes = f.tell(), size * size * 3
+            f.truncate(offset + len(samples) * row_bytes)
         fd = os.open(tmp, os.O_WRONLY)
 
         def fill(i):
