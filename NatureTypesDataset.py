@@ -190,8 +190,8 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:  # the .npy header, then room for the rows (a sparse file)
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            offset, row_bytes = f.tell(), size * size * 3
-            f.truncate(offset + len(samples) * row_bytes)
+            offset, row_bytes = f.tell(), math.prod(shape[1:])
+            f.truncate(offset + math.prod(shape))
         fd = os.open(tmp, os.O_WRONLY)
 
         def fill(i):

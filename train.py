@@ -405,8 +405,8 @@ def planned_epochs(config, started, train_seconds, eval_seconds, rt):
     elapsed = torch.tensor([time.perf_counter() - started, train_seconds, eval_seconds])
     if rt.world > 1:
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    remaining, train_seconds, eval_seconds = config["time_budget_min"] * 60 - elapsed[0].item(), \
-        elapsed[1].item(), elapsed[2].item()
+    spent, train_seconds, eval_seconds = elapsed.tolist()
+    remaining = config["time_budget_min"] * 60 - spent
     first = crop_size(1, config, 1)
 
     def cost(epochs):  # the seconds of epochs 2..epochs of a plan of that many
