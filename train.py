@@ -92,6 +92,7 @@ BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual":
                        "progressive_min_size": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
+RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
 
 
 def resolve_config(config, overrides):
@@ -352,9 +353,14 @@ def train(config):
         mixer = batch_mixer(config)
         first = crop_size(1, config, 1)
         sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
+        length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
+                  else f"{plan['epochs']} epochs")
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
-            f"training images per epoch at {sizes}px, {plan['epochs']} epochs")
+            f"training images per epoch at {sizes}px, {length}")
+        spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
+        timings = []  # (crop size, training seconds, seconds of evaluating and saving) of this process's epochs
+        save_seconds = 0.0  # the last epoch's saving, not yet in its timing when it plans
         epoch = start_epoch
         while epoch <= plan["epochs"]:
             epoch_start = time.perf_counter()
@@ -376,16 +382,23 @@ def train(config):
             seconds = time.perf_counter() - epoch_start
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
-            if config["time_budget_min"] > 0 and epoch == start_epoch and start_epoch == 1:
-                plan["epochs"] = planned_epochs(config, started, train_seconds, seconds - train_seconds, rt)
+            timings.append((size, train_seconds, seconds - train_seconds + save_seconds))
+            if config["time_budget_min"] > 0:
+                planned = planned_epochs(config, spent_before + time.perf_counter() - started, epoch,
+                                         timings[-RECENT_EPOCHS:], rt)
+                if planned != plan["epochs"] and epoch > start_epoch:
+                    log(f"the time budget now fits {planned} epochs (planned: {plan['epochs']})")
+                plan["epochs"] = planned
             history.append(row)
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
+            save_started = time.perf_counter()
             if rt.is_main:
                 trained = {"train_model": raw_model.state_dict()} if eval_model is not raw_model else {}
                 save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                             "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
+            save_seconds = time.perf_counter() - save_started
             log(f"epoch {epoch}/{plan['epochs']}  {size}px  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
@@ -396,23 +409,24 @@ def train(config):
     return history[-1]
 
 
-def planned_epochs(config, started, train_seconds, eval_seconds, rt):
-    """How many epochs fit the time budget, judged by the first epoch (same on every rank).
+def planned_epochs(config, spent, done, recent, rt):
+    """How many epochs fit the time budget (the same on every rank), planned again after every epoch.
 
-    An epoch's training time is taken to grow with its crops' area (progressive resizing); its
-    evaluation time stays that of the first.
+    ``spent`` seconds of the budget are gone and ``done`` epochs finished. Each later epoch is priced
+    like ``recent``, the (crop size, training seconds, other seconds) of the last epochs: its training
+    time scaled by its crops' area (progressive resizing), its evaluation and saving the same.
     """
-    elapsed = torch.tensor([time.perf_counter() - started, train_seconds, eval_seconds])
+    numbers = torch.tensor([spent, sum(t / s ** 2 for s, t, _ in recent) / len(recent),
+                            sum(e for *_, e in recent) / len(recent)], dtype=torch.float64)
     if rt.world > 1:
-        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-    spent, train_seconds, eval_seconds = elapsed.tolist()
+        dist.all_reduce(numbers, op=dist.ReduceOp.MAX)
+    spent, per_pixel, eval_seconds = numbers.tolist()
     remaining = config["time_budget_min"] * 60 - spent
-    first = crop_size(1, config, 1)
 
-    def cost(epochs):  # the seconds of epochs 2..epochs of a plan of that many
-        return sum(train_seconds * (crop_size(e, config, epochs) / first) ** 2 + eval_seconds
-                   for e in range(2, epochs + 1))
-    low, high = 1, max(1, 1 + int(remaining // (train_seconds + eval_seconds)))  # no epoch is cheaper than the first
+    def cost(epochs):  # the seconds of epochs done+1..epochs of a plan of that many
+        return sum(per_pixel * crop_size(e, config, epochs) ** 2 + eval_seconds for e in range(done + 1, epochs + 1))
+    cheapest = per_pixel * crop_size(1, config, 1) ** 2 + eval_seconds
+    low, high = done, done + max(0, int(remaining // cheapest))
     while low < high:  # the most epochs whose cost fits
         middle = (low + high + 1) // 2
         low, high = (middle, high) if cost(middle) <= remaining else (low, middle - 1)

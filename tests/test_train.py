@@ -18,7 +18,7 @@ from PIL import Image
 
 import NatureTypesDataset
 import train
-from checkpoint import load_checkpoint, load_weights, model_from_checkpoint
+from checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
 from cli import UserError
 from conftest import ROOT, train_args
 from data_handling import make_splits
@@ -368,12 +368,35 @@ def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
     assert load_checkpoint(str(run_dir / "last.pth"))["planned_epochs"] == 1
 
 
-def test_planned_epochs_divides_the_remaining_budget_by_the_epoch_time():
+def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_before_a_resume(
+        data, tmp_path, monkeypatch):
+    calls = []  # (seconds spent, epochs done) at each planning
+    monkeypatch.setattr(train, "planned_epochs", lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
+    original = train.train_one_epoch
+    stop_at_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
+    last = str(tmp_path / "checkpoints" / "b" / "last.pth")
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["planned_epochs"] == 3
+    checkpoint["history"][0]["seconds"] = 1000.0  # as if epoch 1 had taken 1000 s
+    save_checkpoint(checkpoint, last)
+    monkeypatch.setattr(train, "train_one_epoch", original)
+    train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
+    assert [done for _, done in calls] == [1, 2, 3]
+    assert calls[0][0] < 1000 <= calls[1][0] < calls[2][0]
+    assert len(read_metrics(tmp_path / "checkpoints" / "b")) == 3
+
+
+def test_planned_epochs_divide_the_remaining_budget_by_the_recent_epochs_time():
     rt = Runtime(torch.device("cpu"), bf16=False)
     config = {"time_budget_min": 5.0, "image_size": 112, "progressive_min_size": 0}
-    started = train.time.perf_counter() - 45  # 45 s already spent, one epoch took 25 s + 5 s of evaluation
-    assert train.planned_epochs(config, started, 25.0, 5.0, rt) == 9  # 1 + (300 - 45) // 30
-    assert train.planned_epochs({**config, "time_budget_min": 0.5}, started, 25.0, 5.0, rt) == 1  # never fewer
+    # 45 s spent, one epoch done: it trained 25 s and evaluated 5 s
+    assert train.planned_epochs(config, 45.0, 1, [(112, 25.0, 5.0)], rt) == 9  # 1 + (300 - 45) // 30
+    assert train.planned_epochs({**config, "time_budget_min": 0.5}, 45.0, 1, [(112, 25.0, 5.0)], rt) == 1  # never fewer
+    # later in the run, epochs that slowed down to 40 s + 5 s: 300 - 210 s leave room for 2 more after epoch 5
+    assert train.planned_epochs(config, 210.0, 5, [(112, 35.0, 5.0), (112, 40.0, 5.0), (112, 45.0, 5.0)], rt) == 7
+    assert train.planned_epochs(config, 299.0, 7, [(112, 40.0, 5.0)], rt) == 7  # no time left: stop where it is
 
 
 def test_progressive_crops_grow_in_steps_of_16_to_the_image_size_at_three_quarters_of_the_epochs():
@@ -401,7 +424,11 @@ def test_a_progressive_run_trains_on_growing_crops(data, tmp_path, capsys, monke
 def test_planned_epochs_count_the_larger_crops_of_later_epochs():
     rt = Runtime(torch.device("cpu"), bf16=False)
     config = {"time_budget_min": 5.0, "image_size": 32, "progressive_min_size": 16}
-    started = train.time.perf_counter() - 45  # 255 s left; the first epoch trained 10 s at 16 px
+    # 255 s left after the first epoch, which trained 10 s at 16 px, so 40 s at 32 px.
     # 8 epochs ramp over 6: 16, 16, 16, 32, 32, 32, 32, 32 px; epochs 2-8 cost 2 * 10 + 5 * 40 = 220 s.
     # 9 epochs ramp over 7: 16, 16, 16, 32, ... (24 px rounds to 32): 2 * 10 + 6 * 40 = 260 s, too long.
-    assert train.planned_epochs(config, started, 10.0, 0.0, rt) == 8
+    assert train.planned_epochs(config, 45.0, 1, [(16, 10.0, 0.0)], rt) == 8
+    # After epoch 5, 135 s are left. Priced by the last epoch (32 px in 30 s, not 40), 4 more fit; priced by
+    # the mean of the last two, scaled to 32 px ((40 + 30) / 2 = 35 s), 3 more.
+    assert train.planned_epochs(config, 165.0, 5, [(32, 30.0, 0.0)], rt) == 9
+    assert train.planned_epochs(config, 165.0, 5, [(16, 10.0, 0.0), (32, 30.0, 0.0)], rt) == 8
