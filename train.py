@@ -420,12 +420,12 @@ def planned_epochs(config, spent, done, recent, rt):
                             sum(e for *_, e in recent) / len(recent)], dtype=torch.float64)
     if rt.world > 1:
         dist.all_reduce(numbers, op=dist.ReduceOp.MAX)
-    spent, per_pixel, eval_seconds = numbers.tolist()
+    spent, per_pixel, other_seconds = numbers.tolist()
     remaining = config["time_budget_min"] * 60 - spent
 
     def cost(epochs):  # the seconds of epochs done+1..epochs of a plan of that many
-        return sum(per_pixel * crop_size(e, config, epochs) ** 2 + eval_seconds for e in range(done + 1, epochs + 1))
-    cheapest = per_pixel * crop_size(1, config, 1) ** 2 + eval_seconds
+        return sum(per_pixel * crop_size(e, config, epochs) ** 2 + other_seconds for e in range(done + 1, epochs + 1))
+    cheapest = per_pixel * crop_size(1, config, 1) ** 2 + other_seconds
     low, high = done, done + max(0, int(remaining // cheapest))
     while low < high:  # the most epochs whose cost fits
         middle = (low + high + 1) // 2
