@@ -384,11 +384,8 @@ def train(config):
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
             timings.append((size, train_seconds, seconds - train_seconds + save_seconds))
             if config["time_budget_min"] > 0:
-                planned = planned_epochs(config, spent_before + time.perf_counter() - started, epoch,
-                                         timings[-RECENT_EPOCHS:], rt)
-                if planned != plan["epochs"] and epoch > start_epoch:
-                    log(f"the time budget now fits {planned} epochs (planned: {plan['epochs']})")
-                plan["epochs"] = planned
+                plan["epochs"] = planned_epochs(config, spent_before + time.perf_counter() - started, epoch,
+                                                timings[-RECENT_EPOCHS:], rt)  # the N of the next "epoch k/N"
             history.append(row)
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
