@@ -336,8 +336,9 @@ def train(config):
             history, best_metric, plan["epochs"] = resume(last_path, config, model, eval_model, optimizer, scheduler)
             start_epoch = len(history) + 1
             if start_epoch > plan["epochs"]:
+                extend = "--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0 else "a larger --epochs"
                 log(f"run {config['run']} has already finished its {len(history)} epochs; "
-                    "pass a larger --epochs to extend it or --restart=true to start over.")
+                    f"pass {extend} to extend it or --restart=true to start over.")
                 return history[-1]
             log(f"resuming run {config['run']} from {last_path} at epoch {start_epoch}")
         elif rt.is_main:

@@ -369,7 +369,7 @@ def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
 
 
 def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_before_a_resume(
-        data, tmp_path, monkeypatch):
+        data, tmp_path, monkeypatch, capsys):
     calls = []  # (seconds spent, epochs done) at each planning
     monkeypatch.setattr(train, "planned_epochs", lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
     original = train.train_one_epoch
@@ -386,6 +386,11 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
     assert [done for _, done in calls] == [1, 2, 3]
     assert calls[0][0] < 1000 <= calls[1][0] < calls[2][0]
     assert len(read_metrics(tmp_path / "checkpoints" / "b")) == 3
+    capsys.readouterr()
+    train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))  # finished: says how to extend it
+    assert "pass --time_budget_min=0 and a larger --epochs to extend it" in capsys.readouterr().out
+    train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=0", "--epochs=4"))
+    assert len(read_metrics(tmp_path / "checkpoints" / "b")) == 4
 
 
 def test_planned_epochs_divide_the_remaining_budget_by_the_recent_epochs_time():
