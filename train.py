@@ -336,7 +336,8 @@ def train(config):
             history, best_metric, plan["epochs"] = resume(last_path, config, model, eval_model, optimizer, scheduler)
             start_epoch = len(history) + 1
             if start_epoch > plan["epochs"]:
-                extend = "--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0 else "a larger --epochs"
+                extend = ("--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0
+                          else "a larger --epochs")
                 log(f"run {config['run']} has already finished its {len(history)} epochs; "
                     f"pass {extend} to extend it or --restart=true to start over.")
                 return history[-1]
@@ -360,8 +361,8 @@ def train(config):
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
             f"training images per epoch at {sizes}px, {length}")
         spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
-        timings = []  # (crop size, training seconds, seconds of evaluating and saving) of this process's epochs
-        save_seconds = 0.0  # the last epoch's saving, not yet in its timing when it plans
+        timings = []  # (crop size, training seconds, other seconds) of this process's epochs
+        planned_at = time.perf_counter()  # the last planning: an epoch's other seconds include the save before it
         epoch = start_epoch
         while epoch <= plan["epochs"]:
             epoch_start = time.perf_counter()
@@ -383,20 +384,20 @@ def train(config):
             seconds = time.perf_counter() - epoch_start
             row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
                        train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
-            timings.append((size, train_seconds, seconds - train_seconds + save_seconds))
+            now = time.perf_counter()
+            timings.append((size, train_seconds, now - planned_at - train_seconds))
+            planned_at = now
             if config["time_budget_min"] > 0:
-                plan["epochs"] = planned_epochs(config, spent_before + time.perf_counter() - started, epoch,
+                plan["epochs"] = planned_epochs(config, spent_before + now - started, epoch,
                                                 timings[-RECENT_EPOCHS:], rt)  # the N of the next "epoch k/N"
             history.append(row)
             improved = row["val_map"] > best_metric
             best_metric = max(best_metric, row["val_map"])
-            save_started = time.perf_counter()
             if rt.is_main:
                 trained = {"train_model": raw_model.state_dict()} if eval_model is not raw_model else {}
                 save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
                             "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
-            save_seconds = time.perf_counter() - save_started
             log(f"epoch {epoch}/{plan['epochs']}  {size}px  train loss {row['train_loss']:.4f} "
                 f"acc {row['train_accuracy']:.4f}"
                 f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"

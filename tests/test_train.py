@@ -371,7 +371,8 @@ def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
 def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_before_a_resume(
         data, tmp_path, monkeypatch, capsys):
     calls = []  # (seconds spent, epochs done) at each planning
-    monkeypatch.setattr(train, "planned_epochs", lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
+    monkeypatch.setattr(train, "planned_epochs",
+                        lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
     original = train.train_one_epoch
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
