@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from cli import UserError
 from metrics import classification_metrics
-from models import fold_batch_norms, use_matmul_convs
+from models import fold_batch_norms, relu_after_pool, use_matmul_convs
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
@@ -99,9 +99,12 @@ def runtime(device_name="auto", precision="auto"):
     return Runtime(device, uses_bf16(device, precision), rank, world)
 
 
-def prepare_model(model, rt):
-    """The model on the run's device in channels-last memory, with the CPU's bf16 fast convolutions."""
+def prepare_model(model, rt, keep_modules=False):
+    """The model on the run's device in channels-last memory, with the CPU's bf16 fast convolutions
+    and, unless ``keep_modules`` (each module's output as built, for hooks), the ReLU after the stem's max-pool."""
     model = model.to(rt.device, memory_format=torch.channels_last)
+    if not keep_modules:
+        relu_after_pool(model)
     return use_matmul_convs(model) if rt.device.type == "cpu" and rt.bf16 else model
 
 

@@ -309,7 +309,7 @@ def main(argv=None):
     if not samples:
         raise cli.UserError(f"{csv_file} lists no images; there is nothing to look at.")
     batches = build_loader(data, config["split"], False, rt.device)
-    model = prepare_model(model, rt)
+    model = prepare_model(model, rt, keep_modules=True)  # hooks need each module's own output
 
     out_dir = config["out_dir"]
     for folder in ("feature_maps", "feature_maps_visualization"):

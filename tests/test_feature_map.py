@@ -1,4 +1,5 @@
 """Feature maps: hooks, the non-positive statistics, the files, and the errors."""
+import copy
 import os
 import re
 
@@ -14,6 +15,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import UserError
 from conftest import train_args
 from data_handling import make_splits
+from engine import Runtime, prepare_model
 from demo_data import make_demo_dataset
 from feature_map import NonPositiveStats, capture_outputs
 from NatureTypesDataset import build_loader
@@ -83,6 +85,24 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
         with capture_outputs(model, ["layer1.0.conv1", "no.such.module"]):
             pass
     assert all_forward_hooks(model) == []
+
+
+def test_feature_maps_see_each_module_as_built():
+    """Training and evaluation move the stem's ReLU after its max-pool; the feature maps must not."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=6).eval()
+    images = torch.randn(2, 3, 32, 32)
+    rt = Runtime(torch.device("cpu"), bf16=False)
+    captured = []
+    for candidate in (model, prepare_model(copy.deepcopy(model), rt, keep_modules=True),
+                      prepare_model(copy.deepcopy(model), rt)):
+        with capture_outputs(candidate, ["relu", "maxpool"]) as outputs, torch.inference_mode():
+            candidate(images)
+        captured.append({name: calls[0].clone() for name, calls in outputs.items()})
+    built, kept, moved = captured
+    for name in ("relu", "maxpool"):
+        torch.testing.assert_close(kept[name], built[name])
+    assert built["relu"].min() == 0 and moved["relu"].min() < 0  # without keep_modules, "relu" is a no-op
 
 
 def test_basic_block_relu_counts_both_calls():

@@ -1,22 +1,30 @@
 """The CPU's matmul form of wide 3x3 convolutions equals nn.Conv2d, values and gradients."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MatmulConv3x3, WideConv2d, build_model, fold_batch_norms, use_matmul_convs
+from models import MatmulConv3x3, WideConv2d, build_model, fold_batch_norms, relu_after_pool, use_matmul_convs
 
 
 @pytest.mark.parametrize("stride, size", [(1, 5), (1, 4), (2, 10), (2, 9), (1, 1)])
-def test_matmul_convolution_equals_conv2d_with_its_gradients(stride, size):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_matmul_convolution_equals_conv2d_with_its_gradients(stride, size, layout):
     torch.manual_seed(0)
-    x = torch.randn(3, 5, size, size, dtype=torch.double, requires_grad=True)
-    weight = torch.randn(7, 5, 3, 3, dtype=torch.double, requires_grad=True)
+    x = torch.randn(3, 5, size, size, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
+    weight = torch.randn(7, 5, 3, 3, dtype=torch.double).contiguous(memory_format=layout).requires_grad_()
     expected = F.conv2d(x, weight, stride=stride, padding=1)
     got = MatmulConv3x3.apply(x, weight, stride)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected)
     assert torch.autograd.gradcheck(lambda a, b: MatmulConv3x3.apply(a, b, stride), (x, weight))
+    if layout == torch.channels_last:  # the weight gradient comes in the weight's layout, not copied into it
+        strides = []
+        weight.register_hook(lambda g: strides.append(g.stride()))
+        MatmulConv3x3.apply(x, weight, stride).sum().backward()
+        assert strides == [weight.stride()]
 
 
 def test_resnet_last_stage_switches_and_keeps_its_state_dict():
@@ -85,3 +93,17 @@ def test_folded_batch_norms_compute_the_same_function():
         with torch.autocast("cpu", dtype=torch.bfloat16):  # the matmul form with the folded bias
             expected, got = model(x).float(), folded(x).float()
     assert (expected - got).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_relu_after_the_stem_pool_keeps_outputs_gradients_and_state_dict():
+    torch.manual_seed(0)
+    model = build_model("resnet18", 6).double()
+    moved = relu_after_pool(copy.deepcopy(model))
+    assert list(moved.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 3, 40, 40, dtype=torch.double)
+    outputs = [m(x) for m in (model, moved)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    for out in outputs:
+        out.square().sum().backward()
+    for (name, a), b in zip(model.named_parameters(), moved.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0, msg=name)
