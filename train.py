@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -59,7 +60,7 @@ warmup_epochs = 1.0  # linear warm-up, in epochs
 label_smoothing = 0.1  # cross-entropy label smoothing
 augment = True  # random resized crops and horizontal flips for training
 crop_min_scale = 0.35  # smallest area fraction of a random resized crop
-mix_prob = 0.0  # probability that a training batch is mixed: MixUp or CutMix (alpha 1), half each
+mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of 30+ epochs
 ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
 loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
@@ -75,7 +76,7 @@ restart = False  # start the run over instead of resuming from its last.pth
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
 # as it trained, without its mistakes (evaluated at the training size, ImageNet mean/std).
 REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10, image_size=80,
-              eval_image_size=0, progressive_min_size=0, batch_size=128)
+              eval_image_size=0, progressive_min_size=0, batch_size=128, mix_prob=0.0)
 PRESETS = {
     "default": {},
     "sgd_lr0.01": dict(REPORT, optimizer="sgd", lr=0.01),
@@ -93,6 +94,9 @@ BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual":
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
 RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
+MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this many epochs (measured: 16-17
+# epochs scored lower with mixing, 40-55 epochs higher), and from the second epoch (a budget's plan is known then);
+# mix_prob's help above says this number too
 
 
 def resolve_config(config, overrides):
@@ -181,13 +185,19 @@ def ema_updater(average_model, model, decay):
     return update
 
 
-def batch_mixer(config):
-    """MixUp or CutMix on a ``mix_prob`` share of the batches (soft targets), else the batch as it is."""
-    mix = v2.RandomChoice([v2.MixUp(num_classes=len(config["class_names"])),
-                           v2.CutMix(num_classes=len(config["class_names"]))])
+def mix_share(config, epoch, epochs):
+    """The share of this epoch's batches that are mixed: ``mix_prob`` from the second epoch of a run
+    planned for at least ``MIX_MIN_EPOCHS`` epochs, else none (shorter runs scored lower with mixing)."""
+    return config["mix_prob"] if epoch > 1 and epochs >= MIX_MIN_EPOCHS else 0.0
 
-    def mixer(images, targets):
-        if config["mix_prob"] > 0 and torch.rand(()).item() < config["mix_prob"]:
+
+def batch_mixer(num_classes):
+    """``mixer(images, targets, share)``: MixUp or CutMix on a ``share`` of the batches (soft targets),
+    else the batch as it is."""
+    mix = v2.RandomChoice([v2.MixUp(num_classes=num_classes), v2.CutMix(num_classes=num_classes)])
+
+    def mixer(images, targets, share):
+        if share > 0 and torch.rand(()).item() < share:
             images, targets = mix(images, targets)
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets
@@ -352,14 +362,16 @@ def train(config):
             model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if
                                                         rt.device.type == "cuda" else None)
         criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-        mixer = batch_mixer(config)
+        mixer = batch_mixer(len(config["class_names"]))
         first = crop_size(1, config, 1)
         sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
         length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
                   else f"{plan['epochs']} epochs")
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
-            f"training images per epoch at {sizes}px, {length}")
+            f"training images per epoch at {sizes}px, {length}"
+            + (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2 if {MIX_MIN_EPOCHS}+ epochs "
+               "are planned" if config["mix_prob"] > 0 else ""))
         spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
         timings = []  # (crop size, training seconds, other seconds) of this process's epochs
         planned_at = time.perf_counter()  # the last planning: an epoch's other seconds include the save before it
@@ -370,8 +382,9 @@ def train(config):
             loaders["train"].set_epoch(epoch)
             size = crop_size(epoch, config, plan["epochs"])
             loaders["train"].set_crop_size(size)
+            mixing = partial(mixer, share=mix_share(config, epoch, plan["epochs"]))
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
-                                                          criterion, rt, epoch, plan, after_step, mixer)
+                                                          criterion, rt, epoch, plan, after_step, mixing)
             train_seconds = time.perf_counter() - epoch_start
             if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
                 for buffer in [b for m in dict.fromkeys([raw_model, eval_model]) for b in m.buffers()]:

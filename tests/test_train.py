@@ -157,6 +157,7 @@ def test_resume_gives_the_uninterrupted_result(interrupted_run, data, tmp_path, 
 
 
 def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "MIX_MIN_EPOCHS", 2)  # epoch 2, after the resume, mixes
     args = train_args(data[1], tmp_path, "--epochs=2", "--ema_epochs=2", "--mix_prob=0.7")
     with monkeypatch.context() as patched:
         stop_at_epoch(patched, 2)
@@ -169,6 +170,9 @@ def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(
     assert_same_tensors(a["model"], b["model"])
     assert_same_tensors(a["train_model"], b["train_model"])
     assert without_timing(a["history"]) == without_timing(b["history"])
+    train.main(args + ["--run=unmixed", "--mix_prob=0"])  # and epoch 2 did mix
+    unmixed = torch.load(tmp_path / "checkpoints" / "unmixed" / "last.pth", weights_only=True)
+    assert not torch.equal(a["train_model"]["fc.weight"], unmixed["train_model"]["fc.weight"])
     # what is saved as the model (and evaluated) is the average, not the trained weights
     assert not torch.equal(a["model"]["fc.weight"], a["train_model"]["fc.weight"])
     model = model_from_checkpoint(a, "last.pth")  # evaluation and feature maps load the average
@@ -182,9 +186,9 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(inte
         del checkpoint["config"][key]
     torch.save(checkpoint, run_dir / "last.pth")
     args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
-    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\)"):
-        train.main(args)  # it evaluated at its training size; the arguments now say 40
-    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0"]
+    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\).*mix_prob=0\.0 \(now 0\.5\)"):
+        train.main(args)  # it evaluated at its training size and did not mix; the settings now say otherwise
+    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0"]
     train.main(args)
     assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
 
@@ -203,15 +207,24 @@ def test_the_moving_average_moves_by_one_minus_decay():
     assert train.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
 
 
+def test_batches_are_mixed_from_the_second_epoch_of_long_runs_only():
+    config = {"mix_prob": 0.5}
+    assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS) == 0.5
+    assert train.mix_share(config, 30, 100) == 0.5
+    assert train.mix_share(config, 1, 100) == 0.0  # the warm-up epoch (a time budget has no plan yet)
+    assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS - 1) == 0.0  # short runs scored lower with mixing
+    assert train.mix_share({"mix_prob": 0.0}, 5, 100) == 0.0
+
+
 def test_batch_mixing_gives_soft_targets_of_two_images_at_most():
     torch.manual_seed(0)
     images, targets = torch.rand(8, 3, 16, 16), torch.arange(8) % 6
-    config = {"class_names": list("abcdef"), "mix_prob": 1.0}
-    mixed, soft = train.batch_mixer(config)(images.clone(), targets)
+    mixer = train.batch_mixer(6)
+    mixed, soft = mixer(images.clone(), targets, 1.0)
     assert soft.shape == (8, 6) and torch.allclose(soft.sum(1), torch.ones(8))
     assert ((soft > 0).sum(1) <= 2).all() and not torch.equal(mixed, images)
     assert mixed.is_contiguous(memory_format=torch.channels_last)
-    same, hard = train.batch_mixer({**config, "mix_prob": 0.0})(images, targets)
+    same, hard = mixer(images, targets, 0.0)
     assert same is images and hard is targets
 
 
