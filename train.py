@@ -94,9 +94,9 @@ BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual":
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
 RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
-MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this many epochs (measured: 16-17
-# epochs scored lower with mixing, 40-55 epochs higher), and from the second epoch (a budget's plan is known then);
-# mix_prob's help above says this number too
+MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this many epochs (measured: 14-17
+# epochs scored lower with mixing, 30 the same, 40-55 higher), and from the second epoch (a budget's plan is
+# known then); mix_prob's help above says this number too
 
 
 def resolve_config(config, overrides):

@@ -15,8 +15,8 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from cli import UserError
 from conftest import train_args
 from data_handling import make_splits
-from engine import Runtime, prepare_model
 from demo_data import make_demo_dataset
+from engine import Runtime, prepare_model
 from feature_map import NonPositiveStats, capture_outputs
 from NatureTypesDataset import build_loader
 
