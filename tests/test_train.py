@@ -16,6 +16,7 @@ import torch
 import torchvision
 from PIL import Image
 
+import cli
 import NatureTypesDataset
 import train
 from checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
@@ -186,9 +187,11 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(inte
         del checkpoint["config"][key]
     torch.save(checkpoint, run_dir / "last.pth")
     args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
-    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\).*mix_prob=0\.0 \(now 0\.5\)"):
-        train.main(args)  # it evaluated at its training size and did not mix; the settings now say otherwise
-    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0"]
+    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\).*mix_prob=0\.0 \(now 0\.5\).*"
+                                        r"progressive_min_size=0 \(now 96\)"):
+        train.main(args)  # it evaluated at its training size, did not mix nor grow its crops; the settings now differ
+    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0",
+                                                                          "--progressive_min_size=0"]
     train.main(args)
     assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
 
@@ -416,6 +419,19 @@ def test_planned_epochs_divide_the_remaining_budget_by_the_recent_epochs_time():
     # later in the run, epochs that slowed down to 40 s + 5 s: 300 - 210 s leave room for 2 more after epoch 5
     assert train.planned_epochs(config, 210.0, 5, [(112, 35.0, 5.0), (112, 40.0, 5.0), (112, 45.0, 5.0)], rt) == 7
     assert train.planned_epochs(config, 299.0, 7, [(112, 40.0, 5.0)], rt) == 7  # no time left: stop where it is
+
+
+def test_a_short_time_budget_trains_the_default_recipe_on_smaller_images_unless_told_otherwise(data):
+    defaults = {name: value for name, value, _ in cli.settings_block(train.__file__)}
+
+    def sizes(**overrides):
+        config = train.resolve_config(defaults, {"splits_dir": data[1], **overrides})
+        return config["image_size"], config["eval_image_size"], config["progressive_min_size"]
+    growing = (defaults["image_size"], defaults["eval_image_size"], defaults["progressive_min_size"])
+    assert growing[2] > 0 and sizes() == growing == sizes(time_budget_min=train.SHORT_BUDGET_MIN)
+    assert sizes(time_budget_min=10.0) == (112, 144, 0)
+    assert sizes(time_budget_min=10.0, image_size=96) == (96, 144, 0)  # what the command line says stays
+    assert sizes(time_budget_min=10.0, preset="sgd_lr0.01") == (80, 0, 0)  # the report's presets keep theirs
 
 
 def test_progressive_crops_grow_in_steps_of_16_to_the_image_size_at_three_quarters_of_the_epochs():
