@@ -99,7 +99,8 @@ MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this 
 # known then); mix_prob's help above says this number too
 # A time budget under SHORT_BUDGET_MIN minutes trains the default recipe on smaller images throughout (cheaper
 # epochs, so more of them): measured at 10 minutes, test accuracy 0.8713 against 0.8626 with the crops growing
-# to 128 px, while at 30 minutes the growing crops scored 0.9064 and 0.9035 against 0.8918 (the same day).
+# to 128 px, while at 30 minutes the growing crops scored 0.9064 and 0.9035 against 0.8918 (the same day);
+# time_budget_min's help above says this number too
 SHORT_BUDGET_MIN = 20
 SHORT_BUDGET = dict(image_size=112, eval_image_size=144, progressive_min_size=0)
 
