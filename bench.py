@@ -291,7 +291,7 @@ def eval_warmup(config):
 
 def train_config(bench_dir, size, config, cache_dir):
     """train.py's own config, resolved by train.py, for the bench split at one image size."""
-    defaults = {name: value for name, value, _ in cli.settings_block(train.__file__)}
+    defaults = cli.defaults(train.__file__)
     overrides = {"splits_dir": bench_dir, "image_size": size, "eval_image_size": size, "progressive_min_size": 0,
                  "batch_size": config["batch_size"], "cache_dir": cache_dir, "device": config["device"],
                  "compile": config["compile"], "seed": config["seed"]}
@@ -556,7 +556,7 @@ def main(argv=None):
                             "--warmup_steps at least 0.")
     if config["json"] and not os.path.isdir(os.path.dirname(os.path.abspath(config["json"]))):
         raise cli.UserError(f"--json={config['json']}: its folder does not exist.")
-    train_defaults = {name: value for name, value, _ in cli.settings_block(train.__file__)}
+    train_defaults = cli.defaults(train.__file__)
     eval_batch_size = train_defaults["eval_batch_size"]
     bench_dir = tempfile.mkdtemp(prefix="nature-bench-")
     try:

@@ -58,6 +58,11 @@ def help_text(script_doc, settings):
     return f"{(script_doc or '').strip()}\n\nSettings (edit the top of the script or pass --key=value):\n" + "\n".join(rows)
 
 
+def defaults(script_path):
+    """The settings block of a script as {name: default}."""
+    return {name: value for name, value, _ in settings_block(script_path)}
+
+
 def parse(script_path, script_doc, argv=None, positional=False):
     """Read the script's settings block and apply ``--key=value`` overrides.
 

@@ -92,7 +92,7 @@ def test_full_set_defaults_give_exactly_3000_and_2000():
         for quota, n in zip(quotas, FULL_SET_CLASS_COUNTS):
             assert abs(quota - n * count / total) < 1
     # main.py's settings block (what `python main.py` uses) holds the same fractions
-    defaults = {name: value for name, value, _ in cli.settings_block(main_script.__file__)}
+    defaults = cli.defaults(main_script.__file__)
     assert resolve_size(defaults["val_size"], total, "validation") == 3000
     assert resolve_size(defaults["test_size"], total, "test") == 2000
 

@@ -422,7 +422,7 @@ def test_planned_epochs_divide_the_remaining_budget_by_the_recent_epochs_time():
 
 
 def test_a_short_time_budget_trains_the_default_recipe_on_smaller_images_unless_told_otherwise(data):
-    defaults = {name: value for name, value, _ in cli.settings_block(train.__file__)}
+    defaults = cli.defaults(train.__file__)
 
     def sizes(**overrides):
         config = train.resolve_config(defaults, {"splits_dir": data[1], **overrides})
