@@ -7,11 +7,13 @@ training, evaluation and feature maps see the same inputs. Two loaders give the 
 
 - ``plain``: ``NatureTypesDataset`` decodes each image with PIL per item in a ``DataLoader``;
 - ``cached`` (default): every image is decoded once, resized exactly as the plain path resizes it,
-  into a uint8 file keyed by the CSV, the files' sizes and times and the image size;
-  augmentation (random resized crop and flip) then runs on whole batches. Its evaluation inputs
-  equal the plain path's.
+  into a uint8 file keyed by the CSV, the files' sizes and times and the image size (a new file
+  replaces the outdated one of the same CSV and size); augmentation (random resized crop and flip)
+  then runs on whole batches. Its evaluation inputs equal the plain path's.
 """
+import contextlib
 import csv
+import glob
 import hashlib
 import math
 import os
@@ -119,15 +121,19 @@ class NatureTypesDataset(Dataset):
 # ---------------------------------------------------------------------------------------------
 # The fast path: a uint8 cache at the run's resolution and augmentation on whole batches.
 
-def cache_key(csv_file, root, samples, size):
-    """Changes whenever the CSV, any listed file (size or time) or the image size changes."""
-    digest = hashlib.sha256(f"{CACHE_VERSION}:{size}:".encode())
+def cache_name(csv_file, root, samples, size):
+    """The cache file's name, as (prefix, rest): ``<csv>-<size>px-<content>-`` and ``<files>.u8``.
+
+    <content> hashes the CSV and the image size, <files> every listed file's size and time, so a
+    changed CSV or image gets a new file; one with the same prefix and other files is outdated.
+    """
     with open(csv_file, "rb") as f:
-        digest.update(f.read())
+        content = hashlib.sha256(f"{CACHE_VERSION}:{size}:".encode() + f.read()).hexdigest()[:10]
+    files = hashlib.sha256()
     for rel, _ in samples:
         stat = os.stat(os.path.join(root, rel))
-        digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:20]
+        files.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-{content}-", f"{files.hexdigest()[:12]}.u8"
 
 
 def decode_resized(path, size):
@@ -182,8 +188,9 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     Rows are written with ``pwrite``, so building does not map the file either.
     With ``build=False`` (the other ranks of a distributed run) it only opens an existing one.
     """
-    path = os.path.join(cache_dir, f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-"
-                                   f"{cache_key(csv_file, root, samples, size)}.u8")
+    prefix, rest = cache_name(csv_file, root, samples, size)
+    prefix = os.path.join(cache_dir, prefix)
+    path = prefix + rest
     shape = (len(samples), size, size, 3)
     if not os.path.exists(path) and build:
         os.makedirs(cache_dir, exist_ok=True)
@@ -208,6 +215,9 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        for outdated in set(glob.glob(f"{glob.escape(prefix)}*.u8")) - {path}:  # older images of this split
+            with contextlib.suppress(OSError):  # a run still reading one keeps its open file (POSIX)
+                os.remove(outdated)
     return ImageCache(path)
 
 

@@ -1,5 +1,6 @@
 """NatureTypesDataset.py: the Dataset, the transforms and the cached loader, on generated folders."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -155,7 +156,7 @@ def test_the_training_crop_size_can_change_between_epochs(odd_images, tmp_path, 
 
 
 def test_a_second_loader_reuses_the_cache(odd_images, tmp_path):
-    root, csv_file, _ = odd_images
+    root, csv_file, rows = odd_images
     cache_dir = tmp_path / "cache"
     config = loader_config(root, csv_file, cache_dir)
     messages = []
@@ -169,12 +170,20 @@ def test_a_second_loader_reuses_the_cache(odd_images, tmp_path):
     assert messages == [] and cache_file.stat().st_mtime_ns == stamp
     assert list(cache_dir.iterdir()) == [cache_file]
     assert torch.equal(first, second)
-    # another size, or a changed image, is another cache
+    # a copy of the CSV elsewhere shares it; another size or CSV is another cache
+    (tmp_path / "elsewhere").mkdir()
+    copy = shutil.copy(csv_file, tmp_path / "elsewhere")
+    build_loader({**config, "validation_csv": copy}, "validation", train=False, device="cpu", log=messages.append)
+    assert messages == []
     build_loader({**config, "image_size": 16}, "validation", train=False, device="cpu", log=messages.append)
-    assert len(messages) == 1 and len(list(cache_dir.iterdir())) == 2
+    shorter = str(tmp_path / "shorter.csv")
+    write_csv(shorter, rows[:2], CLASSES)
+    build_loader({**config, "validation_csv": shorter}, "validation", train=False, device="cpu", log=messages.append)
+    assert len(messages) == 2 and len(list(cache_dir.iterdir())) == 3
+    # a changed image: a new cache replaces the outdated one of the same CSV and size
     Image.new("L", (150, 140), 7).save(os.path.join(root, "gray", "l.png"))  # another size and time
     changed = collect(build_loader(config, "validation", train=False, device="cpu", log=messages.append))[0]
-    assert len(messages) == 2 and len(list(cache_dir.iterdir())) == 3
+    assert len(messages) == 3 and len(list(cache_dir.iterdir())) == 3 and not cache_file.exists()
     assert torch.allclose(changed[0], (7 / 255 - torch.tensor(config["mean"]).view(3, 1, 1))
                           / torch.tensor(config["std"]).view(3, 1, 1), atol=1e-6)
 
