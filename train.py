@@ -61,6 +61,7 @@ label_smoothing = 0.1  # cross-entropy label smoothing
 augment = True  # random resized crops and horizontal flips for training
 crop_min_scale = 0.35  # smallest area fraction of a random resized crop
 mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of 30+ epochs
+mix_until = 1.0  # mixing stops after this fraction of the planned epochs (the rest train on unmixed batches)
 ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
 loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
@@ -90,7 +91,7 @@ OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_bud
                "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
 # Settings added after runs were saved without them, with the value that describes those runs.
 BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
-                       "progressive_min_size": 0}
+                       "progressive_min_size": 0, "mix_until": 1.0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
 RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
@@ -194,9 +195,10 @@ def ema_updater(average_model, model, decay):
 
 
 def mix_share(config, epoch, epochs):
-    """The share of this epoch's batches that are mixed: ``mix_prob`` from the second epoch of a run
-    planned for at least ``MIX_MIN_EPOCHS`` epochs, else none (shorter runs scored lower with mixing)."""
-    return config["mix_prob"] if epoch > 1 and epochs >= MIX_MIN_EPOCHS else 0.0
+    """The share of this epoch's batches that are mixed: ``mix_prob`` from the second epoch to
+    ``mix_until`` of the epochs of a run planned for at least ``MIX_MIN_EPOCHS`` epochs, else none
+    (shorter runs scored lower with mixing)."""
+    return config["mix_prob"] if 1 < epoch <= config["mix_until"] * epochs and epochs >= MIX_MIN_EPOCHS else 0.0
 
 
 def batch_mixer(num_classes):
@@ -378,8 +380,9 @@ def train(config):
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
             f"training images per epoch at {sizes}px, {length}"
-            + (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2 if {MIX_MIN_EPOCHS}+ epochs "
-               "are planned" if config["mix_prob"] > 0 else ""))
+            + (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2"
+               + (f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else "")
+               + f" if {MIX_MIN_EPOCHS}+ epochs are planned" if config["mix_prob"] > 0 else ""))
         spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
         timings = []  # (crop size, training seconds, other seconds) of this process's epochs
         planned_at = time.perf_counter()  # the last planning: an epoch's other seconds include the save before it

@@ -210,13 +210,16 @@ def test_the_moving_average_moves_by_one_minus_decay():
     assert train.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
 
 
-def test_batches_are_mixed_from_the_second_epoch_of_long_runs_only():
-    config = {"mix_prob": 0.5}
+def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only():
+    config = {"mix_prob": 0.5, "mix_until": 1.0}
     assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS) == 0.5
     assert train.mix_share(config, 30, 100) == 0.5
     assert train.mix_share(config, 1, 100) == 0.0  # the warm-up epoch (a time budget has no plan yet)
     assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS - 1) == 0.0  # short runs scored lower with mixing
-    assert train.mix_share({"mix_prob": 0.0}, 5, 100) == 0.0
+    assert train.mix_share({"mix_prob": 0.0, "mix_until": 1.0}, 5, 100) == 0.0
+    assert train.mix_share(config, 100, 100) == 0.5
+    until = {**config, "mix_until": 0.8}
+    assert train.mix_share(until, 40, 50) == 0.5 and train.mix_share(until, 41, 50) == 0.0  # the last 10 unmixed
 
 
 def test_batch_mixing_gives_soft_targets_of_two_images_at_most():
