@@ -129,6 +129,8 @@ def resolve_config(config, overrides):
             or config["epochs"] < 1:
         raise cli.UserError("--image_size and --eval_image_size must be at least 16, --batch_size and --epochs "
                             "at least 1.")
+    if not (0 <= config["mix_prob"] <= 1 and 0 <= config["mix_until"] <= 1):
+        raise cli.UserError("--mix_prob and --mix_until take a fraction from 0 to 1.")
     return config
 
 
