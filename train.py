@@ -379,12 +379,12 @@ def train(config):
         sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
         length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
                   else f"{plan['epochs']} epochs")
+        until = f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else ""
+        mix_note = (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2{until} if {MIX_MIN_EPOCHS}+ "
+                    "epochs are planned" if config["mix_prob"] > 0 else "")
         log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
             f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
-            f"training images per epoch at {sizes}px, {length}"
-            + (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2"
-               + (f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else "")
-               + f" if {MIX_MIN_EPOCHS}+ epochs are planned" if config["mix_prob"] > 0 else ""))
+            f"training images per epoch at {sizes}px, {length}{mix_note}")
         spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
         timings = []  # (crop size, training seconds, other seconds) of this process's epochs
         planned_at = time.perf_counter()  # the last planning: an epoch's other seconds include the save before it
