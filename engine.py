@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from cli import UserError
 from metrics import classification_metrics
@@ -141,6 +142,33 @@ def predict(model, loader, rt, tta_flip=False):
         logits.append(output.float().cpu())
         targets.append(batch_targets.cpu())
     return torch.cat(logits), torch.cat(targets)
+
+
+@torch.no_grad()
+def recalibrate_batch_norms(model, loader, count, rt):
+    """Re-estimate every BatchNorm's running mean and variance from ``count`` images of ``loader``
+    ("precise BN"): the average over those batches, in train mode, with nothing trained.
+
+    Evaluation then normalises with statistics of the loader's images (clean, at the evaluation
+    size) instead of the moving average of the last training batches (cropped smaller, mixed).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    was_training = model.training
+    model.train()
+    seen = 0
+    for images, _ in loader:
+        with rt.autocast():
+            model(images)
+        seen += len(images)
+        if seen >= count:
+            break
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
 
 
 def evaluate(model, loader, rt, class_names, tta_flip=False):

@@ -29,10 +29,10 @@ from tqdm import tqdm
 import cli
 from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
 from data_handling import SPLITS, check_disjoint, read_split_info
-from engine import evaluate, gather_split, keep_freed_memory, prepare_model, runtime
+from engine import evaluate, gather_split, keep_freed_memory, prepare_model, recalibrate_batch_norms, runtime
 from metrics import classification_metrics
 from models import build_model, load_weights
-from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, read_split_csv
+from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, eval_size, read_split_csv
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
@@ -62,6 +62,7 @@ augment = True  # random resized crops and horizontal flips for training
 crop_min_scale = 0.35  # smallest area fraction of a random resized crop
 mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of 30+ epochs
 mix_until = 1.0  # mixing stops after this fraction of the planned epochs (the rest train on unmixed batches)
+precise_bn_images = 512  # > 0: before each evaluation, BatchNorm statistics are re-estimated on this many clean training images at the evaluation size
 ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
 loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
@@ -77,7 +78,7 @@ restart = False  # start the run over instead of resuming from its last.pth
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
 # as it trained, without its mistakes (evaluated at the training size, ImageNet mean/std).
 REPORT = dict(schedule="constant", weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.0, epochs=10, image_size=80,
-              eval_image_size=0, progressive_min_size=0, batch_size=128, mix_prob=0.0)
+              eval_image_size=0, progressive_min_size=0, batch_size=128, mix_prob=0.0, precise_bn_images=0)
 PRESETS = {
     "default": {},
     "sgd_lr0.01": dict(REPORT, optimizer="sgd", lr=0.01),
@@ -91,7 +92,7 @@ OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_bud
                "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
 # Settings added after runs were saved without them, with the value that describes those runs.
 BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
-                       "progressive_min_size": 0, "mix_until": 1.0}
+                       "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
 RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
@@ -246,6 +247,13 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, p
     return torch.cat(logits), torch.cat(targets)
 
 
+def calibration_loader(config, rt, log):
+    """Training images unaugmented at the evaluation size, in a new seeded order each epoch: what
+    ``precise_bn_images`` re-estimates the BatchNorm statistics from."""
+    clean = {**config, "augment": False, "image_size": eval_size(config)}
+    return build_loader(clean, "train", True, rt.device, rt.rank, rt.world, log=log)
+
+
 def write_metrics_csv(history, path):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
@@ -342,6 +350,7 @@ def train(config):
                             config["zero_init_residual"])
         loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
                    for split in SPLITS}
+        calibration = calibration_loader(config, rt, log) if config["precise_bn_images"] > 0 else None
         model = prepare_model(model, rt)
         if rt.device.type == "cpu":
             keep_freed_memory()
@@ -399,6 +408,9 @@ def train(config):
             train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
                                                           criterion, rt, epoch, plan, after_step, mixing)
             train_seconds = time.perf_counter() - epoch_start
+            if calibration is not None:
+                calibration.set_epoch(epoch)
+                recalibrate_batch_norms(eval_model, calibration, config["precise_bn_images"] // rt.world, rt)
             if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
                 for buffer in [b for m in dict.fromkeys([raw_model, eval_model]) for b in m.buffers()]:
                     dist.broadcast(buffer, 0)  # so the ranks evaluate the model that is saved

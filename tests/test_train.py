@@ -24,7 +24,7 @@ from cli import UserError
 from conftest import ROOT, train_args
 from data_handling import make_splits
 from demo_data import make_demo_dataset
-from engine import Runtime, evaluate
+from engine import Runtime, evaluate, recalibrate_batch_norms
 from models import build_model
 from NatureTypesDataset import CachedLoader, build_loader
 
@@ -191,7 +191,8 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(inte
                                         r"progressive_min_size=0 \(now 96\)"):
         train.main(args)  # it evaluated at its training size, did not mix nor grow its crops; the settings now differ
     args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0",
-                                                                          "--progressive_min_size=0"]
+                                                                          "--progressive_min_size=0",
+                                                                          "--precise_bn_images=0"]
     train.main(args)
     assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
 
@@ -208,6 +209,43 @@ def test_the_moving_average_moves_by_one_minus_decay():
     assert torch.allclose(average.running_mean, torch.full((3,), 0.5))
     assert average.num_batches_tracked.item() == 5  # counters are copied, not averaged
     assert train.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
+
+
+def test_precise_bn_averages_the_statistics_of_the_first_images_and_trains_nothing():
+    norm = torch.nn.BatchNorm2d(1)
+    model = torch.nn.Sequential(norm).eval()
+    norm.running_mean.fill_(50.0)
+    batches = [[0.0, 2.0], [4.0, 8.0], [100.0, 300.0]]
+    loader = [(torch.tensor(b).view(2, 1, 1, 1), torch.zeros(2)) for b in batches]
+    recalibrate_batch_norms(model, loader, 4, Runtime(torch.device("cpu"), bf16=False))
+    assert norm.running_mean.item() == pytest.approx(3.5)  # (1 + 6) / 2: the third batch is not read
+    assert norm.running_var.item() == pytest.approx(5.0)  # unbiased variances 2 and 8
+    assert norm.momentum == 0.1 and not model.training  # as they were
+    assert torch.equal(norm.weight, torch.ones(1)) and torch.equal(norm.bias, torch.zeros(1))
+
+
+def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and_changes_no_weight(data, tmp_path):
+    args = train_args(data[1], tmp_path, "--precision=fp32")
+    train.main(args + ["--run=kept", "--precise_bn_images=0"])
+    train.main(args + ["--run=precise", "--precise_bn_images=16"])
+    kept, precise = (torch.load(tmp_path / "checkpoints" / run / "last.pth", weights_only=True)["model"]
+                     for run in ("kept", "precise"))
+    for name in kept:
+        if "running" in name:
+            assert not torch.allclose(kept[name], precise[name]), name
+        elif "num_batches_tracked" not in name:
+            assert torch.equal(kept[name], precise[name]), name  # training is the same
+    # the first BatchNorm's mean: that of the stem's output on the 16 unaugmented training images at 40 px
+    config = load_checkpoint(str(tmp_path / "checkpoints" / "precise" / "last.pth"))["config"]
+    loader = train.calibration_loader(config, Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None)
+    loader.set_epoch(1)
+    (images, _), = list(loader)
+    assert images.shape == (16, 3, 40, 40)
+    model = build_model("resnet18", len(config["class_names"]))
+    model.load_state_dict(precise)
+    with torch.no_grad():
+        stem = model.conv1(images)
+    assert torch.allclose(precise["bn1.running_mean"], stem.mean(dim=(0, 2, 3)), atol=1e-5)
 
 
 def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only():
