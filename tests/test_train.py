@@ -239,7 +239,7 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
     config = load_checkpoint(str(tmp_path / "checkpoints" / "precise" / "last.pth"))["config"]
     loader = train.calibration_loader(config, Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None)
     loader.set_epoch(1)
-    (images, _), = list(loader)
+    [(images, _)] = list(loader)  # one batch of 16: the 17th image is dropped, as in training
     assert images.shape == (16, 3, 40, 40)
     model = build_model("resnet18", len(config["class_names"]))
     model.load_state_dict(precise)
