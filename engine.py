@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from cli import UserError
 from metrics import classification_metrics
@@ -144,31 +144,24 @@ def predict(model, loader, rt, tta_flip=False):
     return torch.cat(logits), torch.cat(targets)
 
 
-@torch.no_grad()
 def recalibrate_batch_norms(model, loader, count, rt):
-    """Re-estimate every BatchNorm's running mean and variance from ``count`` images of ``loader``
-    ("precise BN"): the average over those batches, in train mode, with nothing trained.
+    """Re-estimate every BatchNorm's running mean and variance from the first batches of ``loader``
+    that hold ``count`` images ("precise BN"): torch's ``update_bn`` (an equal average over those
+    batches, in train mode, nothing trained) under the run's autocast.
 
     Evaluation then normalises with statistics of the loader's images (clean, at the evaluation
     size) instead of the moving average of the last training batches (cropped smaller, mixed).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average
-    was_training = model.training
-    model.train()
-    seen = 0
-    for images, _ in loader:
-        with rt.autocast():
-            model(images)
-        seen += len(images)
-        if seen >= count:
-            break
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.train(was_training)
+    def first_batches():
+        seen = 0
+        for images, _ in loader:
+            if seen >= count:
+                return
+            seen += len(images)
+            yield images
+
+    with torch.no_grad(), rt.autocast():
+        update_bn(first_batches(), model)
 
 
 def evaluate(model, loader, rt, class_names, tta_flip=False):

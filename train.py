@@ -410,7 +410,7 @@ def train(config):
             train_seconds = time.perf_counter() - epoch_start
             if calibration is not None:
                 calibration.set_epoch(epoch)
-                recalibrate_batch_norms(eval_model, calibration, config["precise_bn_images"] // rt.world, rt)
+                recalibrate_batch_norms(eval_model, calibration, math.ceil(config["precise_bn_images"] / rt.world), rt)
             if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
                 for buffer in [b for m in dict.fromkeys([raw_model, eval_model]) for b in m.buffers()]:
                     dist.broadcast(buffer, 0)  # so the ranks evaluate the model that is saved
