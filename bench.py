@@ -11,8 +11,8 @@ steps and then evaluates a few batches along two paths, in one process, on the s
   ``DataLoader``, float32, contiguous NCHW memory: how the report's pipeline ran;
 - default: what ``python train.py`` does with its defaults: the cached uint8 loader (rows read
   with ``pread``) with batch augmentation, bf16 autocast where ``engine.runtime`` chooses it,
-  channels-last memory (``engine.prepare_model``: on the CPU the last stage's convolutions as matmuls), and for
-  evaluation the BatchNorms folded into the convolutions as ``engine.predict`` does.
+  channels-last memory and the CPU speed-ups of ``scenes.speedups``, and for evaluation the BatchNorms folded
+  into the convolutions as ``scenes.evaluation.predict`` does.
 
 Both use train.py's batch sizes, optimizer and loss. Reported per path: images/s, the share of
 step time spent outside forward/backward/step (the loader's ``next()``: decoding, augmentation,
@@ -24,7 +24,6 @@ and reported apart. Nothing in splits/, checkpoints/ or cache/ is touched: the C
 """
 import ctypes
 import gc
-import json as jsonlib  # `json` is a setting below
 import math
 import os
 import platform
@@ -40,13 +39,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-import cli
 import train
-from data_handling import SPLIT_INFO, scan_dataset, write_csv
-from demo_data import make_demo_dataset
-from engine import keep_freed_memory, prepare_model, runtime
-from models import build_model, fold_batch_norms
-from NatureTypesDataset import NatureTypesDataset, build_loader, build_transforms
+from data_handling import scan_dataset
+from scenes import cli, speedups
+from scenes.dataset import NatureTypesDataset
+from scenes.demo import make_demo_dataset
+from scenes.files import write_json
+from scenes.models import build_model, fold_batch_norms
+from scenes.runtime import runtime
+from scenes.speedups import keep_freed_memory
+from scenes.splits import SPLIT_INFO, write_split_csv
+from scenes.transforms import build_transforms
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = ../shared/data/intel-scenes or $INTEL_SCENES, else demo images
@@ -63,6 +66,7 @@ cache_dir = ""  # the default path's uint8 cache; "" = a temporary folder (built
 compile = False  # torch.compile the default path's model (its warm-up then includes compiling)
 peak_matmul_size = 4096  # n of the n x n matmuls that measure the machine's bf16 and fp32 peak
 seed = 0  # picks the images and seeds the models and the shuffling
+ablate = False  # also time the default path without each CPU speed-up, side by side (on a CPU)
 # --- end of settings ---
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -277,10 +281,9 @@ def write_bench_split(root, bench_dir, config, eval_batch_size):
     train_rows = samples[:min(len(samples), (config["warmup_steps"] + config["train_steps"]) * batch) // batch * batch]
     eval_steps = eval_warmup(config) + math.ceil(config["eval_images"] / eval_batch_size)
     eval_rows = samples[:min(len(samples), eval_steps * eval_batch_size)]
-    write_csv(os.path.join(bench_dir, "train.csv"), train_rows, class_names)
-    write_csv(os.path.join(bench_dir, "test.csv"), eval_rows, class_names)
-    with open(os.path.join(bench_dir, SPLIT_INFO), "w", encoding="utf-8") as f:
-        jsonlib.dump({"data_root": os.path.abspath(root), "class_names": class_names}, f)
+    write_split_csv(os.path.join(bench_dir, "train.csv"), train_rows, class_names)
+    write_split_csv(os.path.join(bench_dir, "test.csv"), eval_rows, class_names)
+    write_json(os.path.join(bench_dir, SPLIT_INFO), {"data_root": os.path.abspath(root), "class_names": class_names})
     return len(train_rows), len(eval_rows)
 
 
@@ -359,13 +362,15 @@ def timed_phase(step, batches, warmup, steps, device):
             **memory.read()}, output
 
 
-def bench_path(name, run_config, rt, config, flops):
-    """Train then evaluate one path at one size; returns its results."""
+def bench_path(name, run_config, rt, config, flops, skip=()):
+    """Train then evaluate one path at one size (the default without the speed-ups in ``skip``);
+    returns its results."""
     plain = name == "plain"
     device = rt.device
     torch.manual_seed(config["seed"])
     model = build_model(run_config["arch"], len(run_config["class_names"]))
-    model = model.to(device) if plain else prepare_model(model, rt)
+    model = model.to(device) if plain else speedups.apply(model.to(device, memory_format=torch.channels_last), rt,
+                                                          skip)
     autocast = nullcontext if plain else rt.autocast
     runner = torch.compile(model) if config["compile"] and not plain else model
     optimizer = train.make_optimizer(model, run_config)
@@ -378,7 +383,7 @@ def bench_path(name, run_config, rt, config, flops):
         loaders = {}
         for split, train_mode in (("train", True), ("test", False)):
             built, start = [], time.perf_counter()
-            loaders[split] = build_loader(run_config, split, train_mode, device, log=built.append)
+            loaders[split] = train.split_loader(run_config, split, rt, log=built.append)
             results[f"cache_build_{split}_s"] = round(time.perf_counter() - start, 2) if built else 0.0
         make_batches = lambda split, train_mode, batch: forever(loaders[split])  # noqa: E731
 
@@ -509,7 +514,32 @@ def bench_size(size, bench_dir, cache_dir, rt, config, machine):
                          for kind, key in (("", "images_per_s"), ("_best_step", "best_step_images_per_s"))}
     print(f"\n{table(results, size)}\n(training costs {train_flops / 1e9:.2f} GFLOP per image, "
           f"evaluation {eval_flops / 1e9:.2f}, counted by FlopCounterMode)\n", flush=True)
+    if config["ablate"] and rt.device.type == "cpu":
+        results["speedups"] = ablation(run_config, rt, config, flops, results["default"], size)
     return results
+
+
+def ablation(run_config, rt, config, flops, default, size):
+    """The default path again without each CPU speed-up, then with all of them once more, side by side:
+    what each saves of a training step (its median) against the mean of the two runs with all."""
+    runs = {}
+    for name in [s for s in speedups.SPEEDUPS if rt.bf16 or s != "matmul_convs"]:  # matmul: bf16 only
+        print(f"{size}px default without {name} ...", flush=True)
+        if name == "keep_freed_memory":
+            keep_freed_memory(False)
+        runs[name] = bench_path("default", run_config, rt, config, flops, skip=(name,))
+        keep_freed_memory()
+    print(f"{size}px default again ...", flush=True)
+    again = bench_path("default", run_config, rt, config, flops)
+    with_all = (default["train"]["median_step_s"] + again["train"]["median_step_s"]) / 2
+    saved = {name: 1 - with_all / run["train"]["median_step_s"] for name, run in runs.items()}
+    print(f"median training step with every speed-up {with_all:.3f} s (runs: {default['train']['median_step_s']:.3f}"
+          f", {again['train']['median_step_s']:.3f}); without one, the share of a step it saves:")
+    for name, run in runs.items():
+        print(f"  {name:<20} {run['train']['median_step_s']:.3f} s without it: saves {saved[name]:.1%}")
+    return {"median_step_s_with_all": [default["train"]["median_step_s"], again["train"]["median_step_s"]],
+            "median_step_s_without": {name: run["train"]["median_step_s"] for name, run in runs.items()},
+            "saved_share": saved}
 
 
 def summary(results, image_sizes):
@@ -584,8 +614,7 @@ def main(argv=None):
         shutil.rmtree(bench_dir, ignore_errors=True)
     summary(results, image_sizes)
     if config["json"]:
-        with open(config["json"], "w", encoding="utf-8") as f:
-            jsonlib.dump(results, f, indent=1)
+        write_json(config["json"], results)
         print(f"results written to {config['json']}")
     return results
 

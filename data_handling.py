@@ -1,15 +1,15 @@
 """Split a folder of class sub-folders into train.csv, validation.csv and test.csv.
 
-    python main.py --steps=split --data_root=data --splits_dir=splits
+    python data_handling.py --data_root=data --splits_dir=splits
+    python data_handling.py --data_root=data --val_size=3000 --test_size=2000   # counts, not fractions
+    python main.py --steps=split                                  # the same, as main.py's first step
 
 Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
 is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
 images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
 whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
 """
-import csv
 import hashlib
-import json
 import os
 import random
 from collections import Counter, defaultdict
@@ -17,19 +17,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from cli import UserError
+from scenes import cli
+from scenes.cli import UserError
+from scenes.files import write_json
+from scenes.splits import (IMAGE_EXTENSIONS, SPLIT_INFO, SPLITS, check_disjoint, class_folders, is_image_name,
+                           split_csv, write_split_csv)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-SPLITS = ("train", "validation", "test")
-CSV_COLUMNS = ("path", "label", "class_name")
-SPLIT_INFO = "split_info.json"
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
 DEFAULT_TEST_SIZE = 2000 / 17034
 
-
-def is_image_name(name):
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+# --- settings ---
+data_root = "data"  # folder of class sub-folders
+splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_info.json go
+val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034)
+test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034)
+seed = 0  # seeds the split
+# --- end of settings ---
 
 
 def scan_dataset(root):
@@ -38,7 +42,7 @@ def scan_dataset(root):
         raise UserError(f"dataset root {root!r} does not exist; put one sub-folder of images per class there.")
     if not os.path.isdir(root):
         raise UserError(f"dataset root {root!r} is a file, not a folder of class sub-folders.")
-    class_names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    class_names = class_folders(root)
     if not class_names:
         raise UserError(f"dataset root {root!r} has no class sub-folders; put one sub-folder of images per class there.")
     samples, empty = [], []
@@ -121,27 +125,6 @@ def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
     return {name: sorted(rows) for name, rows in splits.items()}
 
 
-def check_disjoint(split_paths, digest_of=None):
-    """Raise UserError if any path (or, given ``digest_of``, any file content) is in two splits."""
-    seen = {}
-    for split, paths in split_paths.items():
-        for path in paths:
-            for key in [("path", path)] + ([("content", digest_of[path])] if digest_of else []):
-                if key in seen and seen[key][0] != split:
-                    raise UserError(f"splits overlap: {path} ({split}) and {seen[key][1]} ({seen[key][0]}) "
-                                    f"have the same {key[0]}; make the split again with main.py --steps=split.")
-                seen.setdefault(key, (split, path))
-
-
-def write_csv(path, rows, class_names):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows((rel, label, class_names[label]) for rel, label in rows)
-    os.replace(tmp, path)
-
-
 def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
     """Scan, check, split and write the three CSVs plus split_info.json. Returns the info dict."""
     class_names, samples = scan_dataset(root)
@@ -165,13 +148,12 @@ def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_T
     check_disjoint({k: [rel for rel, _ in v] for k, v in splits.items()}, digest_of)
     os.makedirs(splits_dir, exist_ok=True)
     for name, rows in splits.items():
-        write_csv(os.path.join(splits_dir, f"{name}.csv"), rows, class_names)
+        write_split_csv(split_csv(splits_dir, name), rows, class_names)
     info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
             "counts": {name: len(rows) for name, rows in splits.items()},
             "duplicates": [[rel for rel, _ in g] for g in duplicates],
             "unreadable": [rel for rel, _ in unreadable]}
-    with open(os.path.join(splits_dir, SPLIT_INFO), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
+    write_json(os.path.join(splits_dir, SPLIT_INFO), info)
     log(split_summary(splits, class_names))
     log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
         f"one split each, {len(unreadable)} unreadable image(s) left out. CSVs written to {splits_dir}/")
@@ -196,9 +178,11 @@ def split_summary(splits, class_names):
     return "\n".join(rows)
 
 
-def read_split_info(splits_dir):
-    path = os.path.join(splits_dir, SPLIT_INFO)
-    if not os.path.exists(path):
-        raise UserError(f"no split found in {splits_dir!r} ({SPLIT_INFO} is missing); run python main.py --steps=split first.")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def main(argv=None):
+    config, _ = cli.parse(__file__, __doc__, argv)
+    return make_splits(config["data_root"], config["splits_dir"], config["val_size"], config["test_size"],
+                       config["seed"])
+
+
+if __name__ == "__main__":
+    cli.run(main)

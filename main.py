@@ -10,9 +10,13 @@ With real data the steps run with train.py's defaults; each step is also its own
 """
 import os
 
-import cli
+import accuracy_eval
 import data_handling
-from demo_data import make_demo_dataset
+import feature_map
+import train
+from scenes import cli
+from scenes.demo import make_demo_dataset
+from scenes.splits import class_folders
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = data/ if it has any, else the generated demo set
@@ -24,13 +28,10 @@ steps = "split,train,evaluate,features"  # comma-separated steps to run, in this
 # --- end of settings ---
 
 STEPS = ("split", "train", "evaluate", "features")
+SPLIT_KEYS = ("val_size", "test_size", "seed")
 # A few quick epochs on the demo set: enough to see the pipeline work, not a benchmark.
 DEMO_TRAIN = ["--run=demo", "--epochs=6", "--image_size=64", "--eval_image_size=64", "--batch_size=32",
               "--lr=0.05", "--warmup_epochs=0"]
-
-
-def has_class_folders(root):
-    return os.path.isdir(root) and any(e.is_dir() and not e.name.startswith(".") for e in os.scandir(root))
 
 
 def main(argv=None):
@@ -41,23 +42,19 @@ def main(argv=None):
         raise cli.UserError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}.")
     root, demo = config["data_root"], False
     if not root:
-        root, demo = ("data", False) if has_class_folders("data") else (make_demo_dataset(), True)
+        root, demo = ("data", False) if class_folders("data") else (make_demo_dataset(), True)
         if demo:
             print(f"no class folders in data/: using the generated DEMO set in {root}/ (synthetic pictures); "
                   "put the real images in data/ or pass --data_root=DIR")
     splits = ["--splits_dir=" + config["splits_dir"]]
     if "split" in steps:
-        data_handling.make_splits(root, config["splits_dir"], config["val_size"], config["test_size"], config["seed"])
-    run_args = splits + (DEMO_TRAIN if demo else [])
+        data_handling.main([f"--data_root={root}", *splits, *(f"--{key}={config[key]}" for key in SPLIT_KEYS)])
     run_dir = os.path.join("checkpoints", "demo" if demo else "default")
     if "train" in steps:
-        import train
-        train.main(run_args)
+        train.main(splits + (DEMO_TRAIN if demo else []))
     if "evaluate" in steps:
-        import accuracy_eval
         accuracy_eval.main([os.path.join(run_dir, "best.pth"), "--data_root=" + root] + splits)
     if "features" in steps:
-        import feature_map
         feature_map.main(["--checkpoint=" + os.path.join(run_dir, "best.pth"), "--data_root=" + root] + splits)
 
 

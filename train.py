@@ -12,13 +12,12 @@ Running the same command again resumes from last.pth; --restart=true starts the 
 import copy
 import csv
 import io
-import json
 import math
 import os
 import sys
 import time
 from contextlib import nullcontext
-from functools import partial
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -26,13 +25,19 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-import cli
-from checkpoint import RunLock, load_checkpoint, save_checkpoint, write_atomically
-from data_handling import SPLITS, check_disjoint, read_split_info
-from engine import evaluate, gather_split, keep_freed_memory, prepare_model, recalibrate_batch_norms, runtime
-from metrics import classification_metrics
-from models import build_model, load_weights
-from NatureTypesDataset import IMAGENET_MEAN, IMAGENET_STD, build_loader, eval_size, read_split_csv
+from scenes import cli
+from scenes.checkpoints import RunLock, load_checkpoint, save_checkpoint
+from scenes.evaluation import evaluate, gather_split, recalibrate_batch_norms
+from scenes.figures import save_curves
+from scenes.files import write_json, write_text
+from scenes.loaders import build_loader, source_of
+from scenes.metrics import classification_metrics
+from scenes.models import build_model, load_weights
+from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
+from scenes.runtime import Runtime, prepare_model, runtime
+from scenes.speedups import keep_freed_memory
+from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, split_csvs
+from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
@@ -45,7 +50,7 @@ pretrained = False  # start from torchvision's ImageNet weights, final layer rep
 zero_init_residual = False  # from scratch: each residual block's last BatchNorm starts at zero
 weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's cache or download
 epochs = 30  # passes over the training split
-time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (under 20: 112 px from 144 px images)
+time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (under {SHORT_BUDGET_MIN}: 112 px from 144 px images)
 image_size = 128  # pixels (square) of the training crops (at the end of progressive resizing)
 progressive_min_size = 96  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs
 eval_image_size = 160  # pixels (square) for validation, test and evaluation; 0 = image_size
@@ -60,7 +65,7 @@ warmup_epochs = 1.0  # linear warm-up, in epochs
 label_smoothing = 0.1  # cross-entropy label smoothing
 augment = True  # random resized crops and horizontal flips for training
 crop_min_scale = 0.35  # smallest area fraction of a random resized crop
-mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of 30+ epochs
+mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of {MIX_MIN_EPOCHS}+ epochs
 mix_until = 1.0  # mixing stops after this fraction of the planned epochs (the rest train on unmixed batches)
 precise_bn_images = 512  # > 0: before each evaluation, BatchNorm statistics are re-estimated on this many clean training images at the evaluation size
 ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
@@ -94,18 +99,13 @@ OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_bud
 BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
                        "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
-RAMP_END = 0.75  # progressive resizing reaches image_size at this fraction of the epochs
-RECENT_EPOCHS = 3  # a time budget prices the epochs still to run like the mean of this many just run
-MIX_MIN_EPOCHS = 30  # batches are mixed only in runs planned for at least this many epochs (measured: 14-17
-# epochs scored lower with mixing, 30 the same, 40-55 higher), and from the second epoch (a budget's plan is
-# known then); mix_prob's help above says this number too
-# A time budget under SHORT_BUDGET_MIN minutes trains the default recipe on smaller images throughout (cheaper
-# epochs, so more of them): measured at 10 minutes, test accuracy 0.8713 against 0.8626 with the crops growing
-# to 128 px, while at 30 minutes the growing crops scored 0.9064 and 0.9035 against 0.8918 (the same day);
-# time_budget_min's help above says this number too
-SHORT_BUDGET_MIN = 20
+SHORT_BUDGET_MIN = 20  # budgets under this many minutes train the default on smaller images throughout
 SHORT_BUDGET = dict(image_size=112, eval_image_size=144, progressive_min_size=0)
+HELP_VALUES = {"SHORT_BUDGET_MIN": SHORT_BUDGET_MIN, "MIX_MIN_EPOCHS": MIX_MIN_EPOCHS}
 
+
+# ---------------------------------------------------------------------------------------------
+# The run's config and parts
 
 def resolve_config(config, overrides):
     """Defaults, then the preset, then the command line; plus what the split says (plain values)."""
@@ -119,8 +119,7 @@ def resolve_config(config, overrides):
     info = read_split_info(config["splits_dir"])
     config["data_root"] = config["data_root"] or info["data_root"]
     config["class_names"] = info["class_names"]
-    for split in SPLITS:
-        config[f"{split}_csv"] = os.path.join(config["splits_dir"], f"{split}.csv")
+    config.update(split_csvs(config["splits_dir"]))
     config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
     if config["optimizer"] not in ("sgd", "adam", "adamw"):
         raise cli.UserError(f"--optimizer takes sgd, adam or adamw, not {config['optimizer']!r}.")
@@ -146,35 +145,18 @@ def make_optimizer(model, config):
     return optimizer_class(groups, lr=config["lr"])
 
 
-def lr_factor(step, config, steps_per_epoch, plan):
-    """Linear warm-up, then cosine decay to zero over the planned epochs (or constant)."""
-    warmup = config["warmup_epochs"] * steps_per_epoch
-    if step < warmup:
-        return (step + 1) / warmup
-    if config["schedule"] == "constant":
-        return 1.0
-    total = max(plan["epochs"] * steps_per_epoch, warmup + 1)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
-
-
-def crop_size(epoch, config, epochs):
-    """The training crop size of an epoch: ``image_size``, or with progressive resizing a linear ramp
-    from ``progressive_min_size`` at the first epoch to ``image_size`` at ``RAMP_END`` of the
-    epochs, in steps of 16 pixels."""
-    low, high = config["progressive_min_size"], config["image_size"]
-    if not 0 < low < high:
-        return high
-    progress = min(1.0, (epoch - 1) / max(1, round(RAMP_END * epochs) - 1))
-    return max(low, min(high, 16 * round((low + progress * (high - low)) / 16)))
-
-
-def check_resumable(saved, config, path):
-    saved = {**BEFORE_THEY_EXISTED, **saved}
-    changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
-    if changed:
-        shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])
-        raise cli.UserError(f"{path} was trained with other settings: {shown}; pass the same settings to resume, "
-                            "or --restart=true to start the run over.")
+def split_loader(config, split, rt, log=print, clean=False):
+    """The loader of one split of a run. Training batches are shuffled and augmented, their crops cut
+    from images kept at the evaluation size when larger; ``clean`` gives the training images
+    unaugmented at the evaluation size, in a new seeded order each epoch (for precise BN)."""
+    train = split == "train"
+    augment = augment_of(config) if train and not clean else None
+    size = max(config["image_size"], eval_size(config)) if augment else \
+        config["image_size"] if train and not clean else eval_size(config)
+    batch_size = config["batch_size"] // rt.world if train else config["eval_batch_size"]
+    return build_loader(source_of(config, config[f"{split}_csv"]), size, config["mean"], config["std"], batch_size,
+                        rt.device, augment=augment, shuffle=train, seed=config["seed"], rank=rt.rank,
+                        world=rt.world, log=log)
 
 
 def ema_decay(config, steps_per_epoch):
@@ -197,13 +179,6 @@ def ema_updater(average_model, model, decay):
     return update
 
 
-def mix_share(config, epoch, epochs):
-    """The share of this epoch's batches that are mixed: ``mix_prob`` from the second epoch to
-    ``mix_until`` of the epochs of a run planned for at least ``MIX_MIN_EPOCHS`` epochs, else none
-    (shorter runs scored lower with mixing)."""
-    return config["mix_prob"] if 1 < epoch <= config["mix_until"] * epochs and epochs >= MIX_MIN_EPOCHS else 0.0
-
-
 def batch_mixer(num_classes):
     """``mixer(images, targets, share)``: MixUp or CutMix on a ``share`` of the batches (soft targets),
     else the batch as it is."""
@@ -217,75 +192,242 @@ def batch_mixer(num_classes):
     return mixer
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, criterion, rt, epoch, plan, after_step, mixer):
+@dataclass
+class Run:
+    """Everything one training run works with. ``model`` is the one trained (unwrapped), ``runner``
+    the same wrapped for the step (compiled, DistributedDataParallel), ``eval_model`` the one
+    evaluated and saved (the weights' moving average when ``ema_epochs`` > 0, else ``model``)."""
+    config: dict
+    rt: Runtime
+    dir: str
+    model: nn.Module
+    eval_model: nn.Module
+    loaders: dict
+    calibration: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    plan: EpochPlan
+    after_step: object
+    criterion: nn.Module
+    mixer: object
+    log: object
+    runner: nn.Module = None
+    history: list = field(default_factory=list)
+    best_metric: float = -1.0
+
+    @property
+    def last_path(self):
+        return os.path.join(self.dir, "last.pth")
+
+
+def build_run(config, rt, run_dir, started):
+    """The model, loaders, optimizer, schedule and plan of a fresh run, seeded."""
+    log = print if rt.is_main else (lambda *a, **k: None)
+    torch.manual_seed(config["seed"])
+    model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"],
+                        config["zero_init_residual"])
+    loaders = {split: split_loader(config, split, rt, log) for split in SPLITS}
+    calibration = split_loader(config, "train", rt, log, clean=True) if config["precise_bn_images"] > 0 else None
+    model = prepare_model(model, rt)
+    if rt.device.type == "cpu":
+        keep_freed_memory()
+    optimizer = make_optimizer(model, config)
+    plan = EpochPlan(config, config["epochs"], len(loaders["train"]), started)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
+    eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
+    after_step = ema_updater(eval_model, model, ema_decay(config, plan.steps_per_epoch)) if eval_model is not model else (lambda: None)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    return Run(config, rt, run_dir, model, eval_model, loaders, calibration, optimizer, scheduler, plan,
+               after_step, criterion, batch_mixer(len(config["class_names"])), log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume or start
+
+def check_resumable(saved, config, path):
+    saved = {**BEFORE_THEY_EXISTED, **saved}
+    changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
+    if changed:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])
+        raise cli.UserError(f"{path} was trained with other settings: {shown}; pass the same settings to resume, "
+                            "or --restart=true to start the run over.")
+
+
+def resume(run):
+    """Load the run's last.pth into its models, optimizer, scheduler, history and plan."""
+    config = run.config
+    checkpoint = load_checkpoint(run.last_path)
+    check_resumable(checkpoint["config"], config, run.last_path)
+    load_weights(run.eval_model, checkpoint["model"], run.last_path, config["arch"])
+    if run.eval_model is not run.model:
+        load_weights(run.model, checkpoint["train_model"], run.last_path, config["arch"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.history, run.best_metric = checkpoint["history"], checkpoint["best_metric"]
+    run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+    run.plan.spent_before = sum(row["seconds"] for row in run.history)
+
+
+def resume_or_start(run):
+    """Resume from last.pth (unless --restart), or write config.json of a fresh run.
+
+    Returns False when the run has already finished its planned epochs (nothing to do)."""
+    config = run.config
+    if not os.path.exists(run.last_path) or config["restart"]:
+        if run.rt.is_main:
+            write_json(os.path.join(run.dir, "config.json"), config)
+        return True
+    resume(run)
+    if len(run.history) >= run.plan.epochs:
+        extend = "--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0 else "a larger --epochs"
+        run.log(f"run {config['run']} has already finished its {len(run.history)} epochs; "
+                f"pass {extend} to extend it or --restart=true to start over.")
+        return False
+    run.log(f"resuming run {config['run']} from {run.last_path} at epoch {len(run.history) + 1}")
+    return True
+
+
+def wrap_for_training(run):
+    """The model as the step runs it: compiled on request, in DistributedDataParallel under torchrun."""
+    runner = torch.compile(run.model) if run.config["compile"] else run.model
+    if run.rt.world > 1:
+        device_ids = [run.rt.device.index] if run.rt.device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(runner, device_ids=device_ids)
+    return runner
+
+
+def describe(run):
+    """The run's one-line description at its start."""
+    config, rt = run.config, run.rt
+    first = crop_size(1, config, 1)
+    sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
+    length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
+              else f"{run.plan.epochs} epochs")
+    mix_note = ""
+    if config["mix_prob"] > 0:
+        until = f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else ""
+        mix_note = (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2{until} if "
+                    f"{MIX_MIN_EPOCHS}+ epochs are planned")
+    images = len(run.loaders["train"].indices) * rt.world
+    processes = f"{rt.world} process{'es' if rt.world > 1 else ''}"
+    run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "
+            f"{images} training images per epoch at {sizes}px, {length}{mix_note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The epoch loop
+
+def train_one_epoch(run, epoch):
     """One pass over the training split; returns the training logits and targets of this rank.
 
-    ``mixer`` may mix the batch (the logits are still scored against the unmixed targets);
-    ``after_step`` runs after each optimizer step (the weights' moving average).
+    A ``plan.mix_share`` of the batches is mixed (the logits are still scored against the unmixed
+    targets); ``after_step`` runs after each optimizer step (the weights' moving average).
     """
-    model.train()
+    run.model.train()
+    loader, rt, share = run.loaders["train"], run.rt, run.plan.mix_share(epoch)
     logits, targets = [], []
-    bar = tqdm(loader, desc=f"epoch {epoch}/{plan['epochs']}", leave=False, dynamic_ncols=True,
+    bar = tqdm(loader, desc=f"epoch {epoch}/{run.plan.epochs}", leave=False, dynamic_ncols=True,
                disable=not (rt.is_main and sys.stderr.isatty()))
     for step, (images, batch_targets) in enumerate(bar):
-        images, soft_targets = mixer(images, batch_targets)
+        images, soft_targets = run.mixer(images, batch_targets, share)
         with rt.autocast():
-            output = model(images)
-            loss = criterion(output, soft_targets)
-        optimizer.zero_grad(set_to_none=True)
+            output = run.runner(images)
+            loss = run.criterion(output, soft_targets)
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        after_step()
+        run.optimizer.step()
+        run.scheduler.step()
+        run.after_step()
         logits.append(output.detach().float().cpu())
         targets.append(batch_targets.cpu())
         if step % 20 == 0:  # .item() syncs, so only now and then
-            if not math.isfinite(loss.item()):
-                raise cli.UserError(f"the training loss became {loss.item()} in epoch {epoch} (step {step}); "
-                                    "the last good checkpoint is kept. Lower --lr or check the images.")
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.3g}")
     return torch.cat(logits), torch.cat(targets)
 
 
-def calibration_loader(config, rt, log):
-    """Training images unaugmented at the evaluation size, in a new seeded order each epoch: what
-    ``precise_bn_images`` re-estimates the BatchNorm statistics from."""
-    clean = {**config, "augment": False, "image_size": eval_size(config)}
-    return build_loader(clean, "train", True, rt.device, rt.rank, rt.world, log=log)
+def prepare_evaluation(run, epoch):
+    """Precise BN, then the same BatchNorm statistics on every rank (rank 0's: the model saved)."""
+    if run.calibration is not None:
+        run.calibration.set_epoch(epoch)
+        count = math.ceil(run.config["precise_bn_images"] / run.rt.world)
+        recalibrate_batch_norms(run.eval_model, run.calibration, count, run.rt)
+    if run.rt.world > 1:
+        for buffer in [b for m in dict.fromkeys([run.model, run.eval_model]) for b in m.buffers()]:
+            dist.broadcast(buffer, 0)
 
 
-def write_metrics_csv(history, path):
+def check_finite(run, epoch, train_logits):
+    """Stop on non-finite training logits or weights, before anything of this epoch is saved."""
+    weights_finite = all(torch.isfinite(p).all() for p in run.model.parameters())
+    if not (weights_finite and torch.isfinite(train_logits).all()):
+        raise cli.UserError(f"the training loss or the weights became non-finite in epoch {epoch}; the last "
+                            "good checkpoint is kept. Lower --lr or check the images.")
+
+
+def epoch_metrics(run, train_logits, train_targets):
+    """The metrics of one epoch's row: training (from its own logits), validation and test."""
+    rt, config = run.rt, run.config
+    rows = len(train_targets) * rt.world  # every rank trains on equally many images, none repeated
+    splits = {"train": classification_metrics(gather_split(train_logits, rt.world, rows),
+                                              gather_split(train_targets, rt.world, rows), config["class_names"])}
+    for short, split in (("val", "validation"), ("test", "test")):
+        splits[short] = evaluate(run.eval_model, run.loaders[split], rt, config["class_names"], config["tta_flip"])[0]
+    return {f"{split}_{k}": round(metrics[k], 6) for split, metrics in splits.items() for k in METRIC_NAMES}
+
+
+def run_epoch(run, epoch):
+    """Train, check and evaluate one epoch; returns its metrics row."""
+    epoch_start = time.perf_counter()
+    torch.manual_seed(run.config["seed"] * 1000 + epoch)  # the plain loader's augmentation, the mixing
+    run.loaders["train"].set_epoch(epoch)
+    size = run.plan.crop_size(epoch)
+    run.loaders["train"].set_crop_size(size)
+    train_logits, train_targets = train_one_epoch(run, epoch)
+    train_seconds = time.perf_counter() - epoch_start
+    prepare_evaluation(run, epoch)
+    check_finite(run, epoch, train_logits)
+    row = {"epoch": epoch, **epoch_metrics(run, train_logits, train_targets)}
+    seconds = time.perf_counter() - epoch_start
+    row.update(lr=run.scheduler.get_last_lr()[0], seconds=round(seconds, 2),
+               train_images_per_second=round(len(train_targets) * run.rt.world / train_seconds, 1))
+    run.plan.after_epoch(epoch, size, train_seconds, run.rt)  # the N of the next "epoch k/N"
+    return row, size
+
+
+def log_epoch(run, row, size, improved):
+    run.log(f"epoch {row['epoch']}/{run.plan.epochs}  {size}px  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.4f}"
+            f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
+            f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {row['seconds']:.1f}s, "
+            f"{row['train_images_per_second']:.0f} img/s{'  *best*' if improved else ''}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Save
+
+def metrics_csv(history):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    return text.getvalue()
 
 
-def save_curves(history, run_dir):
-    """The report's Figure 1 (loss and accuracy, train and validation) and Figure 2 (test loss)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def save_epoch(run, epoch, improved):
+    """best.pth (if improved), metrics.csv and the plots, then last.pth.
 
-    epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split in ("train", "val"):
-            ax.plot(epochs, [row[f"{split}_{metric}"] for row in history], marker="o", label=split)
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
-        if metric == "loss":  # an early epoch's loss can be orders of magnitude above the rest
-            ax.set_yscale("log")
-        ax.legend()
-    fig.tight_layout()
-    write_atomically(os.path.join(run_dir, "curves.png"), lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(epochs, [row["test_loss"] for row in history], marker="o", color="C2")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="test loss per epoch (not used to choose weights)")
-    fig.tight_layout()
-    write_atomically(os.path.join(run_dir, "test_loss.png"), lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    last.pth goes last: a resume starts from it, so a kill before it only repeats this epoch
+    (writing the same files again), and a kill after it has lost nothing.
+    """
+    trained = {"train_model": run.model.state_dict()} if run.eval_model is not run.model else {}
+    state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
+             "best_metric": run.best_metric, "history": run.history, "config": run.config}
+    if improved:
+        save_checkpoint(state, os.path.join(run.dir, "best.pth"))
+    write_text(os.path.join(run.dir, "metrics.csv"), metrics_csv(run.history))
+    save_curves(run.history, run.dir)
+    save_checkpoint(state, run.last_path)
 
 
 def check_splits(config):
@@ -295,183 +437,36 @@ def check_splits(config):
     check_disjoint(paths)
 
 
-def resume(last_path, config, model, eval_model, optimizer, scheduler):
-    """Load a run's last.pth into the models, optimizer and scheduler; returns (history, best, planned epochs).
-
-    ``model`` is the one trained; ``eval_model`` the one evaluated and saved as ``model`` (the
-    weights' moving average when ``ema_epochs`` > 0, else the same model).
-    """
-    checkpoint = load_checkpoint(last_path)
-    check_resumable(checkpoint["config"], config, last_path)
-    load_weights(eval_model, checkpoint["model"], last_path, config["arch"])
-    if eval_model is not model:
-        load_weights(model, checkpoint["train_model"], last_path, config["arch"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    planned = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
-    return checkpoint["history"], checkpoint["best_metric"], planned
-
-
-def epoch_metrics(eval_model, loaders, train_logits, train_targets, rt, config):
-    """The metrics of one epoch's row: training (from its own logits), validation and test."""
-    rows = len(train_targets) * rt.world  # every rank trains on equally many images, none repeated
-    splits = {"train": classification_metrics(gather_split(train_logits, rt.world, rows),
-                                              gather_split(train_targets, rt.world, rows), config["class_names"])}
-    for short, split in (("val", "validation"), ("test", "test")):
-        splits[short] = evaluate(eval_model, loaders[split], rt, config["class_names"], config["tta_flip"])[0]
-    return {f"{split}_{k}": round(metrics[k], 6) for split, metrics in splits.items() for k in METRIC_NAMES}
-
-
-def save_epoch(state, run_dir, improved):
-    """best.pth (if improved), metrics.csv and the plots, then last.pth.
-
-    last.pth goes last: a resume starts from it, so a kill before it only repeats this epoch
-    (writing the same files again), and a kill after it has lost nothing.
-    """
-    if improved:
-        save_checkpoint(state, os.path.join(run_dir, "best.pth"))
-    write_metrics_csv(state["history"], os.path.join(run_dir, "metrics.csv"))
-    save_curves(state["history"], run_dir)
-    save_checkpoint(state, os.path.join(run_dir, "last.pth"))
-
-
 def train(config):
     """Train (or resume) one run as the config says; returns its final history row."""
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
-    log = print if rt.is_main else (lambda *a, **k: None)
-    run_dir = os.path.join(config["checkpoints_dir"], config["run"])
-    last_path = os.path.join(run_dir, "last.pth")
     check_splits(config)
+    run_dir = os.path.join(config["checkpoints_dir"], config["run"])
     os.makedirs(run_dir, exist_ok=True)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
-        torch.manual_seed(config["seed"])
-        model = build_model(config["arch"], len(config["class_names"]), config["pretrained"], config["weights_file"],
-                            config["zero_init_residual"])
-        loaders = {split: build_loader(config, split, split == "train", rt.device, rt.rank, rt.world, log=log)
-                   for split in SPLITS}
-        calibration = calibration_loader(config, rt, log) if config["precise_bn_images"] > 0 else None
-        model = prepare_model(model, rt)
-        if rt.device.type == "cpu":
-            keep_freed_memory()
-        optimizer = make_optimizer(model, config)
-        steps_per_epoch = len(loaders["train"])
-        plan = {"epochs": config["epochs"]}
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, config, steps_per_epoch, plan))
-        eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
-        decay = ema_decay(config, steps_per_epoch)
-        after_step = ema_updater(eval_model, model, decay) if eval_model is not model else (lambda: None)
-        history, best_metric, start_epoch = [], -1.0, 1
-        if os.path.exists(last_path) and not config["restart"]:
-            history, best_metric, plan["epochs"] = resume(last_path, config, model, eval_model, optimizer, scheduler)
-            start_epoch = len(history) + 1
-            if start_epoch > plan["epochs"]:
-                extend = ("--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0
-                          else "a larger --epochs")
-                log(f"run {config['run']} has already finished its {len(history)} epochs; "
-                    f"pass {extend} to extend it or --restart=true to start over.")
-                return history[-1]
-            log(f"resuming run {config['run']} from {last_path} at epoch {start_epoch}")
-        elif rt.is_main:
-            write_atomically(os.path.join(run_dir, "config.json"),
-                             lambda f: f.write(json.dumps(config, indent=1).encode("utf-8")))
-        raw_model = model
-        if config["compile"]:
-            model = torch.compile(model)
-        if rt.world > 1:
-            model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if
-                                                        rt.device.type == "cuda" else None)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-        mixer = batch_mixer(len(config["class_names"]))
-        first = crop_size(1, config, 1)
-        sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
-        length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
-                  else f"{plan['epochs']} epochs")
-        until = f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else ""
-        mix_note = (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2{until} if {MIX_MIN_EPOCHS}+ "
-                    "epochs are planned" if config["mix_prob"] > 0 else "")
-        log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, "
-            f"{rt.world} process{'es' if rt.world > 1 else ''}), {len(loaders['train'].indices) * rt.world} "
-            f"training images per epoch at {sizes}px, {length}{mix_note}")
-        spent_before = sum(row["seconds"] for row in history)  # of the budget, by the epochs run before a resume
-        timings = []  # (crop size, training seconds, other seconds) of this process's epochs
-        planned_at = time.perf_counter()  # the last planning: an epoch's other seconds include the save before it
-        epoch = start_epoch
-        while epoch <= plan["epochs"]:
-            epoch_start = time.perf_counter()
-            torch.manual_seed(config["seed"] * 1000 + epoch)  # the plain loader's augmentation, the mixing
-            loaders["train"].set_epoch(epoch)
-            size = crop_size(epoch, config, plan["epochs"])
-            loaders["train"].set_crop_size(size)
-            mixing = partial(mixer, share=mix_share(config, epoch, plan["epochs"]))
-            train_logits, train_targets = train_one_epoch(model, loaders["train"], optimizer, scheduler,
-                                                          criterion, rt, epoch, plan, after_step, mixing)
-            train_seconds = time.perf_counter() - epoch_start
-            if calibration is not None:
-                calibration.set_epoch(epoch)
-                recalibrate_batch_norms(eval_model, calibration, math.ceil(config["precise_bn_images"] / rt.world), rt)
-            if rt.world > 1:  # BatchNorm statistics differ per rank after the last step: all take rank 0's,
-                for buffer in [b for m in dict.fromkeys([raw_model, eval_model]) for b in m.buffers()]:
-                    dist.broadcast(buffer, 0)  # so the ranks evaluate the model that is saved
-            weights_finite = all(torch.isfinite(p).all() for p in raw_model.parameters())
-            if not (weights_finite and torch.isfinite(train_logits).all()):
-                raise cli.UserError(f"the training loss or the weights became non-finite in epoch {epoch}; the last "
-                                    "good checkpoint is kept. Lower --lr or check the images.")
-            row = {"epoch": epoch, **epoch_metrics(eval_model, loaders, train_logits, train_targets, rt, config)}
-            seconds = time.perf_counter() - epoch_start
-            row.update(lr=scheduler.get_last_lr()[0], seconds=round(seconds, 2),
-                       train_images_per_second=round(len(train_targets) * rt.world / train_seconds, 1))
-            now = time.perf_counter()
-            timings.append((size, train_seconds, now - planned_at - train_seconds))
-            planned_at = now
-            if config["time_budget_min"] > 0:
-                plan["epochs"] = planned_epochs(config, spent_before + now - started, epoch,
-                                                timings[-RECENT_EPOCHS:], rt)  # the N of the next "epoch k/N"
-            history.append(row)
-            improved = row["val_map"] > best_metric
-            best_metric = max(best_metric, row["val_map"])
+        run = build_run(config, rt, run_dir, started)
+        if not resume_or_start(run):
+            return run.history[-1]
+        run.runner = wrap_for_training(run)
+        describe(run)
+        run.plan.begin()
+        epoch = len(run.history) + 1
+        while epoch <= run.plan.epochs:
+            row, size = run_epoch(run, epoch)
+            run.history.append(row)
+            improved = row["val_map"] > run.best_metric
+            run.best_metric = max(run.best_metric, row["val_map"])
             if rt.is_main:
-                trained = {"train_model": raw_model.state_dict()} if eval_model is not raw_model else {}
-                save_epoch({"model": eval_model.state_dict(), **trained, "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "planned_epochs": plan["epochs"],
-                            "best_metric": best_metric, "history": history, "config": config}, run_dir, improved)
-            log(f"epoch {epoch}/{plan['epochs']}  {size}px  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_accuracy']:.4f}"
-                f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} mAP {row['val_map']:.4f}"
-                f" | test loss {row['test_loss']:.4f} | lr {row['lr']:.3g} | {seconds:.1f}s, "
-                f"{row['train_images_per_second']:.0f} img/s{'  *best*' if improved else ''}")
+                save_epoch(run, epoch, improved)
+            log_epoch(run, row, size, improved)
             epoch += 1
-    log(f"run {config['run']} done: best validation mAP {best_metric:.4f}; files in {run_dir}/")
-    return history[-1]
-
-
-def planned_epochs(config, spent, done, recent, rt):
-    """How many epochs fit the time budget (the same on every rank), planned again after every epoch.
-
-    ``spent`` seconds of the budget are gone and ``done`` epochs finished. Each later epoch is priced
-    like ``recent``, the (crop size, training seconds, other seconds) of the last epochs: its training
-    time scaled by its crops' area (progressive resizing), its evaluation and saving the same.
-    """
-    numbers = torch.tensor([spent, sum(t / s ** 2 for s, t, _ in recent) / len(recent),
-                            sum(e for *_, e in recent) / len(recent)], dtype=torch.float64)
-    if rt.world > 1:
-        dist.all_reduce(numbers, op=dist.ReduceOp.MAX)
-    spent, per_pixel, other_seconds = numbers.tolist()
-    remaining = config["time_budget_min"] * 60 - spent
-
-    def cost(epochs):  # the seconds of epochs done+1..epochs of a plan of that many
-        return sum(per_pixel * crop_size(e, config, epochs) ** 2 + other_seconds for e in range(done + 1, epochs + 1))
-    cheapest = per_pixel * crop_size(1, config, 1) ** 2 + other_seconds
-    low, high = done, done + max(0, int(remaining // cheapest))
-    while low < high:  # the most epochs whose cost fits
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if cost(middle) <= remaining else (low, middle - 1)
-    return low
+    run.log(f"run {config['run']} done: best validation mAP {run.best_metric:.4f}; files in {run.dir}/")
+    return run.history[-1]
 
 
 def main(argv=None):
-    config, overrides = cli.parse(__file__, __doc__, argv)
+    config, overrides = cli.parse(__file__, __doc__, argv, help_values=HELP_VALUES)
     names = REPORT_PRESETS if config["preset"] == "all" else [config["preset"]]
     for name in names:
         if len(names) > 1:

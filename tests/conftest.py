@@ -9,13 +9,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from data_handling import make_splits  # noqa: E402
-from demo_data import make_demo_dataset  # noqa: E402
+from scenes.demo import make_demo_dataset  # noqa: E402
+from scenes.runtime import Runtime  # noqa: E402
 
 # Tiny tensors gain nothing from threads, and the tests' subprocesses (torchrun ranks, killed
 # training runs) would otherwise oversubscribe a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
+CPU = Runtime(torch.device("cpu"), bf16=False)  # float32 on the CPU, one process
 REAL_DATA = os.environ.get("INTEL_SCENES", os.path.join(ROOT, "..", "shared", "data", "intel-scenes"))
 
 

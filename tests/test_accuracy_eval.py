@@ -14,12 +14,12 @@ from sklearn.metrics import average_precision_score
 
 import accuracy_eval
 import train
-from checkpoint import load_checkpoint
-from cli import UserError
+from scenes.checkpoints import load_checkpoint
+from scenes.cli import UserError
 from conftest import ROOT, train_args
 from data_handling import make_splits
-from demo_data import CLASSES, make_demo_dataset
-from metrics import classification_metrics
+from scenes.demo import CLASSES, make_demo_dataset
+from scenes.metrics import classification_metrics
 
 TABLE_COLUMNS = list(CLASSES) + ["mAP", "accuracy", "mean class accuracy"]
 

@@ -7,8 +7,8 @@ import tempfile
 import pytest
 
 import bench
-import cli
-from models import build_model
+from scenes import cli
+from scenes.models import build_model
 
 TINY = ["--sizes=32", "--batch_size=8", "--train_steps=2", "--eval_images=16", "--warmup_steps=1",
         "--device=cpu", "--peak_matmul_size=128"]

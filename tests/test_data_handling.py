@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
+from scenes import cli
 import main as main_script
 import train as train_script
 from conftest import ROOT
@@ -285,13 +285,17 @@ def test_split_from_the_command_line(tmp_path):
 def test_help_lists_every_setting(capsys):
     for script in (train_script, main_script):
         with pytest.raises(SystemExit) as exit_info:
-            cli.parse(script.__file__, script.__doc__, ["--help"])
+            script.main(["--help"])
         assert exit_info.value.code == 0
         shown = capsys.readouterr().out
         settings = cli.settings_block(script.__file__)
         assert len(settings) >= 6
         for name, default, _ in settings:
             assert f"--{name}=" in shown and repr(default) in shown, name
+        assert "{" not in shown  # every threshold named in a help text is filled in from its constant
+        if script is train_script:  # ... from the constants the code uses
+            assert f"runs of {train_script.MIX_MIN_EPOCHS}+ epochs" in shown
+            assert f"(under {train_script.SHORT_BUDGET_MIN}: 112 px" in shown
     assert len(cli.settings_block(train_script.__file__)) > 30
 
 

@@ -11,14 +11,13 @@ from torch import nn
 
 import feature_map
 import train
-from checkpoint import load_checkpoint, model_from_checkpoint
-from cli import UserError
-from conftest import train_args
+from scenes.checkpoints import load_checkpoint, model_from_checkpoint
+from scenes.cli import UserError
+from conftest import CPU, train_args
 from data_handling import make_splits
-from demo_data import make_demo_dataset
-from engine import Runtime, prepare_model
+from scenes.demo import make_demo_dataset
+from scenes.runtime import prepare_model
 from feature_map import NonPositiveStats, capture_outputs
-from NatureTypesDataset import build_loader
 
 
 def all_forward_hooks(model):
@@ -87,22 +86,25 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
     assert all_forward_hooks(model) == []
 
 
-def test_feature_maps_see_each_module_as_built():
-    """Training and evaluation move the stem's ReLU after its max-pool; the feature maps must not."""
+def test_prepared_models_keep_torchvision_module_names_for_hooks():
+    """Training and evaluation run the stem's ReLU after its max-pool; every module keeps its name,
+    and a hook on it sees what the model as trained computes there."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=6).eval()
+    prepared = prepare_model(copy.deepcopy(model), CPU)
+    assert [name for name, _ in prepared.named_modules()] == [name for name, _ in model.named_modules()]
+    names = ["relu", "maxpool", "layer1.0.conv1", "layer4.1.conv2"]
     images = torch.randn(2, 3, 32, 32)
-    rt = Runtime(torch.device("cpu"), bf16=False)
     captured = []
-    for candidate in (model, prepare_model(copy.deepcopy(model), rt, keep_modules=True),
-                      prepare_model(copy.deepcopy(model), rt)):
-        with capture_outputs(candidate, ["relu", "maxpool"]) as outputs, torch.inference_mode():
+    for candidate in (model, prepared):
+        with capture_outputs(candidate, names) as outputs, torch.inference_mode():
             candidate(images)
         captured.append({name: calls[0].clone() for name, calls in outputs.items()})
-    built, kept, moved = captured
-    for name in ("relu", "maxpool"):
-        torch.testing.assert_close(kept[name], built[name])
-    assert built["relu"].min() == 0 and moved["relu"].min() < 0  # without keep_modules, "relu" is a no-op
+    built, moved = captured
+    for name in names[2:]:
+        torch.testing.assert_close(moved[name], built[name])
+    torch.testing.assert_close(moved["relu"], built["maxpool"])  # relu(maxpool(x)) == maxpool(relu(x))
+    assert built["maxpool"].min() == 0 and moved["maxpool"].min() < 0
 
 
 def test_basic_block_relu_counts_both_calls():
@@ -185,7 +187,7 @@ def test_files_and_statistics_of_a_checkpoint(trained, tmp_path):
     checkpoint = load_checkpoint(best)
     model = model_from_checkpoint(checkpoint, best)
     config = dict(checkpoint["config"], eval_batch_size=7, cache_dir=str(tmp / "cache"))
-    images, _ = next(iter(build_loader(config, "test", False, torch.device("cpu"), log=lambda *a: None)))
+    images, _ = next(iter(train.split_loader(config, "test", CPU, log=lambda *a: None)))
     names = ["layer1.0.conv1", "layer1.0.relu", "layer4.1.conv2"]
     expected = stats_of(model, names, [images]).rows(names)
     assert [row["percent"] for row in rows] == pytest.approx([row["percent"] for row in expected], abs=0.01)

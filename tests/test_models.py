@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MatmulConv3x3, WideConv2d, build_model, fold_batch_norms, relu_after_pool, use_matmul_convs
+from scenes.models import build_model, fold_batch_norms
+from scenes.speedups import MatmulConv3x3, WideConv2d, relu_after_pool, use_matmul_convs
 
 
 @pytest.mark.parametrize("stride, size", [(1, 5), (1, 4), (2, 10), (2, 9), (1, 1)])

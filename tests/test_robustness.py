@@ -28,14 +28,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import cli
+from scenes import cli
 import main as main_script
 import train
-from checkpoint import RunLock, check_class_names, load_checkpoint, model_from_checkpoint, save_checkpoint
+from scenes.checkpoints import RunLock, check_class_names, load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import ROOT, train_args
 from data_handling import make_splits
-from demo_data import make_demo_dataset
-from NatureTypesDataset import build_loader
+from scenes.demo import make_demo_dataset
+from scenes.loaders import build_loader, source_of
+from scenes.transforms import augment_of, eval_size
 
 KILL_SEED = 20240607  # the kill schedule (order of the modes, delays, which save) is drawn from this seed
 KILL_MODES = ["start"] * 2 + ["train"] * 4 + ["save"] * 4  # ten kills of one run
@@ -156,7 +157,8 @@ import json, os, sys, traceback
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot  # noqa: F401  (once here, not in every child)
-import cli, train
+import train
+from scenes import cli
 
 exited = {}
 for line in sys.stdin:
@@ -188,7 +190,7 @@ for line in sys.stdin:
         answer = exited.get(pid)
     print(json.dumps(answer), flush=True)
 """
-TRAIN = "import cli, train\ncli.run(lambda: train.main(argv))"
+TRAIN = "import train\nfrom scenes import cli\ncli.run(lambda: train.main(argv))"
 
 
 class Trainers:
@@ -420,7 +422,7 @@ def test_kill_while_best_pth_is_written_loses_no_best_checkpoint(trainers, tmp_p
 SLOW_SAVE = r"""
 import io, time
 import torch
-from checkpoint import save_checkpoint
+from scenes.checkpoints import save_checkpoint
 
 real_save = torch.save
 
@@ -679,8 +681,10 @@ def test_1x1_and_5000x5000_images_split_and_load(tmp_path):
         inputs = {}
         for loader in ("cached", "plain"):
             for augment in (False, True):
-                batches = list(build_loader({**config, "loader": loader}, split, augment, torch.device("cpu"),
-                                            log=lambda *a: None))
+                source = source_of({**config, "loader": loader}, config[f"{split}_csv"])
+                size = max(config["image_size"], eval_size(config)) if augment else eval_size(config)
+                batches = list(build_loader(source, size, config["mean"], config["std"], 4, "cpu",
+                                            augment=augment_of(config) if augment else None, log=lambda *a: None))
                 images = torch.cat([images for images, _ in batches])
                 size = 32 if augment else 40  # training crops; evaluation at train_args' eval size
                 assert images.shape == (sum(s == split for s in where.values()), 3, size, size)
@@ -732,6 +736,6 @@ def test_a_bug_keeps_its_traceback():
 
     with pytest.raises(ZeroDivisionError):
         cli.run(broken)
-    result = run_script(["-c", "import cli; cli.run(lambda: {}['missing'])"])
+    result = run_script(["-c", "from scenes import cli; cli.run(lambda: {}['missing'])"])
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "KeyError: 'missing'" in result.stderr

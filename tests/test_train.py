@@ -16,17 +16,19 @@ import torch
 import torchvision
 from PIL import Image
 
-import cli
-import NatureTypesDataset
+from scenes import cli
+from scenes import loaders
 import train
-from checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
-from cli import UserError
-from conftest import ROOT, train_args
+from scenes.checkpoints import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
+from scenes.cli import UserError
+from conftest import CPU, ROOT, train_args
 from data_handling import make_splits
-from demo_data import make_demo_dataset
-from engine import Runtime, evaluate, recalibrate_batch_norms
-from models import build_model
-from NatureTypesDataset import CachedLoader, build_loader
+from scenes.demo import make_demo_dataset
+from scenes.evaluation import evaluate, recalibrate_batch_norms
+from scenes.runtime import Runtime
+from scenes.models import build_model
+from scenes import plan
+from scenes.loaders import CachedLoader
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.csv", "config.json", "curves.png", "test_loss.png")
 METRIC_COLUMNS = [f"{split}_{metric}" for split in ("train", "val", "test")
@@ -47,10 +49,10 @@ def stop_at_epoch(monkeypatch, stop_epoch):
     """Make train.py stop as if killed when ``stop_epoch`` starts (after the previous epoch's save)."""
     original = train.train_one_epoch
 
-    def interrupted(model, loader, optimizer, scheduler, criterion, rt, epoch, *rest):
+    def interrupted(run, epoch):
         if epoch == stop_epoch:
             raise KeyboardInterrupt
-        return original(model, loader, optimizer, scheduler, criterion, rt, epoch, *rest)
+        return original(run, epoch)
 
     monkeypatch.setattr(train, "train_one_epoch", interrupted)
 
@@ -158,7 +160,7 @@ def test_resume_gives_the_uninterrupted_result(interrupted_run, data, tmp_path, 
 
 
 def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "MIX_MIN_EPOCHS", 2)  # epoch 2, after the resume, mixes
+    monkeypatch.setattr(plan, "MIX_MIN_EPOCHS", 2)  # epoch 2, after the resume, mixes
     args = train_args(data[1], tmp_path, "--epochs=2", "--ema_epochs=2", "--mix_prob=0.7")
     with monkeypatch.context() as patched:
         stop_at_epoch(patched, 2)
@@ -237,7 +239,7 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
             assert torch.equal(kept[name], precise[name]), name  # training is the same
     # the first BatchNorm's mean: that of the stem's output on the 16 unaugmented training images at 40 px
     config = load_checkpoint(str(tmp_path / "checkpoints" / "precise" / "last.pth"))["config"]
-    loader = train.calibration_loader(config, Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None)
+    loader = train.split_loader(config, "train", Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None, clean=True)
     loader.set_epoch(1)
     [(images, _)] = list(loader)  # one batch of 16: the 17th image is dropped, as in training
     assert images.shape == (16, 3, 40, 40)
@@ -248,16 +250,20 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
     assert torch.allclose(precise["bn1.running_mean"], stem.mean(dim=(0, 2, 3)), atol=1e-5)
 
 
+def mix_share(config, epoch, epochs):
+    return plan.EpochPlan(config, epochs, 1, 0.0).mix_share(epoch)
+
+
 def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only():
     config = {"mix_prob": 0.5, "mix_until": 1.0}
-    assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS) == 0.5
-    assert train.mix_share(config, 30, 100) == 0.5
-    assert train.mix_share(config, 1, 100) == 0.0  # the warm-up epoch (a time budget has no plan yet)
-    assert train.mix_share(config, 2, train.MIX_MIN_EPOCHS - 1) == 0.0  # short runs scored lower with mixing
-    assert train.mix_share({"mix_prob": 0.0, "mix_until": 1.0}, 5, 100) == 0.0
-    assert train.mix_share(config, 100, 100) == 0.5
+    assert mix_share(config, 2, plan.MIX_MIN_EPOCHS) == 0.5
+    assert mix_share(config, 30, 100) == 0.5
+    assert mix_share(config, 1, 100) == 0.0  # the warm-up epoch (a time budget has no plan yet)
+    assert mix_share(config, 2, plan.MIX_MIN_EPOCHS - 1) == 0.0  # short runs scored lower with mixing
+    assert mix_share({"mix_prob": 0.0, "mix_until": 1.0}, 5, 100) == 0.0
+    assert mix_share(config, 100, 100) == 0.5
     until = {**config, "mix_until": 0.8}
-    assert train.mix_share(until, 40, 50) == 0.5 and train.mix_share(until, 41, 50) == 0.0  # the last 10 unmixed
+    assert mix_share(until, 40, 50) == 0.5 and mix_share(until, 41, 50) == 0.0  # the last 10 unmixed
 
 
 def test_batch_mixing_gives_soft_targets_of_two_images_at_most():
@@ -295,10 +301,10 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(interrupted_
     before = {name: (run_dir / name).read_bytes() for name in ("last.pth", "best.pth", "metrics.csv")}
     original = train.train_one_epoch
 
-    def diverging(model, loader, optimizer, scheduler, *rest):
-        for group in optimizer.param_groups:  # one step with an infinite learning rate wrecks the weights
+    def diverging(run, epoch):
+        for group in run.optimizer.param_groups:  # one step with an infinite learning rate wrecks the weights
             group["lr"] = float("inf")
-        return original(model, loader, optimizer, scheduler, *rest)
+        return original(run, epoch)
 
     monkeypatch.setattr(train, "train_one_epoch", diverging)
     with pytest.raises(UserError, match="last good checkpoint is kept"):
@@ -405,7 +411,7 @@ def test_torchrun_two_processes_match_a_single_process_evaluation(data, tmp_path
     model = model_from_checkpoint(checkpoint, str(run_dir / "last.pth"))
     rt = Runtime(torch.device("cpu"), bf16=False)
     for short, split in (("val", "validation"), ("test", "test")):
-        loader = build_loader(checkpoint["config"], split, train=False, device=rt.device, log=lambda *a: None)
+        loader = train.split_loader(checkpoint["config"], split, CPU, log=lambda *a: None)
         assert isinstance(loader, CachedLoader) and loader.world == 1
         metrics, logits, targets = evaluate(model, loader, rt, checkpoint["config"]["class_names"])
         assert len(targets) == {"val": 9, "test": 10}[short]
@@ -428,7 +434,7 @@ def test_a_time_budget_plans_the_epochs_that_fit(data, tmp_path):
 def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_before_a_resume(
         data, tmp_path, monkeypatch, capsys):
     calls = []  # (seconds spent, epochs done) at each planning
-    monkeypatch.setattr(train, "planned_epochs",
+    monkeypatch.setattr(plan, "planned_epochs",
                         lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
     original = train.train_one_epoch
     stop_at_epoch(monkeypatch, 2)
@@ -455,11 +461,11 @@ def test_planned_epochs_divide_the_remaining_budget_by_the_recent_epochs_time():
     rt = Runtime(torch.device("cpu"), bf16=False)
     config = {"time_budget_min": 5.0, "image_size": 112, "progressive_min_size": 0}
     # 45 s spent, one epoch done: it trained 25 s and evaluated 5 s
-    assert train.planned_epochs(config, 45.0, 1, [(112, 25.0, 5.0)], rt) == 9  # 1 + (300 - 45) // 30
-    assert train.planned_epochs({**config, "time_budget_min": 0.5}, 45.0, 1, [(112, 25.0, 5.0)], rt) == 1  # never fewer
+    assert plan.planned_epochs(config, 45.0, 1, [(112, 25.0, 5.0)], rt) == 9  # 1 + (300 - 45) // 30
+    assert plan.planned_epochs({**config, "time_budget_min": 0.5}, 45.0, 1, [(112, 25.0, 5.0)], rt) == 1  # never fewer
     # later in the run, epochs that slowed down to 40 s + 5 s: 300 - 210 s leave room for 2 more after epoch 5
-    assert train.planned_epochs(config, 210.0, 5, [(112, 35.0, 5.0), (112, 40.0, 5.0), (112, 45.0, 5.0)], rt) == 7
-    assert train.planned_epochs(config, 299.0, 7, [(112, 40.0, 5.0)], rt) == 7  # no time left: stop where it is
+    assert plan.planned_epochs(config, 210.0, 5, [(112, 35.0, 5.0), (112, 40.0, 5.0), (112, 45.0, 5.0)], rt) == 7
+    assert plan.planned_epochs(config, 299.0, 7, [(112, 40.0, 5.0)], rt) == 7  # no time left: stop where it is
 
 
 def test_a_short_time_budget_trains_the_default_recipe_on_smaller_images_unless_told_otherwise(data):
@@ -477,17 +483,17 @@ def test_a_short_time_budget_trains_the_default_recipe_on_smaller_images_unless_
 
 def test_progressive_crops_grow_in_steps_of_16_to_the_image_size_at_three_quarters_of_the_epochs():
     config = {"image_size": 128, "progressive_min_size": 64}
-    sizes = [train.crop_size(epoch, config, 20) for epoch in range(1, 21)]
+    sizes = [plan.crop_size(epoch, config, 20) for epoch in range(1, 21)]
     assert sizes[:2] == [64, 64] and sizes[12:] == [112] + [128] * 7  # 128 (rounded) by epoch 15 of 20
     assert sizes == sorted(sizes) and all(size % 16 == 0 for size in sizes) and len(set(sizes)) == 5
-    assert {train.crop_size(e, {**config, "progressive_min_size": 0}, 20) for e in range(1, 21)} == {128}
-    assert train.crop_size(1, {**config, "progressive_min_size": 160}, 20) == 128  # not below: off
+    assert {plan.crop_size(e, {**config, "progressive_min_size": 0}, 20) for e in range(1, 21)} == {128}
+    assert plan.crop_size(1, {**config, "progressive_min_size": 160}, 20) == 128  # not below: off
 
 
 def test_a_progressive_run_trains_on_growing_crops(data, tmp_path, capsys, monkeypatch):
     seen = []  # the sizes of the training batches
-    random_resized_crop_flip = NatureTypesDataset.random_resized_crop_flip
-    monkeypatch.setattr(NatureTypesDataset, "random_resized_crop_flip",
+    random_resized_crop_flip = loaders.random_resized_crop_flip
+    monkeypatch.setattr(loaders, "random_resized_crop_flip",
                         lambda *args: seen.append(args[-1]) or random_resized_crop_flip(*args))
     train.main(train_args(data[1], tmp_path, "--run=p", "--epochs=4", "--progressive_min_size=16"))
     logged = [line.split()[2] for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
@@ -503,8 +509,8 @@ def test_planned_epochs_count_the_larger_crops_of_later_epochs():
     # 255 s left after the first epoch, which trained 10 s at 16 px, so 40 s at 32 px.
     # 8 epochs ramp over 6: 16, 16, 16, 32, 32, 32, 32, 32 px; epochs 2-8 cost 2 * 10 + 5 * 40 = 220 s.
     # 9 epochs ramp over 7: 16, 16, 16, 32, ... (24 px rounds to 32): 2 * 10 + 6 * 40 = 260 s, too long.
-    assert train.planned_epochs(config, 45.0, 1, [(16, 10.0, 0.0)], rt) == 8
+    assert plan.planned_epochs(config, 45.0, 1, [(16, 10.0, 0.0)], rt) == 8
     # After epoch 5, 135 s are left. Priced by the last epoch (32 px in 30 s, not 40), 4 more fit; priced by
     # the mean of the last two, scaled to 32 px ((40 + 30) / 2 = 35 s), 3 more.
-    assert train.planned_epochs(config, 165.0, 5, [(32, 30.0, 0.0)], rt) == 9
-    assert train.planned_epochs(config, 165.0, 5, [(16, 10.0, 0.0), (32, 30.0, 0.0)], rt) == 8
+    assert plan.planned_epochs(config, 165.0, 5, [(32, 30.0, 0.0)], rt) == 9
+    assert plan.planned_epochs(config, 165.0, 5, [(16, 10.0, 0.0), (32, 30.0, 0.0)], rt) == 8

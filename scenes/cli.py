@@ -52,9 +52,12 @@ def convert(key, text, default):
     return text
 
 
-def help_text(script_doc, settings):
+def help_text(script_doc, settings, help_values=None):
+    """``--help``: the script's docstring and one row per setting; a comment's ``{NAME}`` is filled
+    from ``help_values``, so a threshold in a help text comes from its constant."""
     width = max(len(name) for name, _, _ in settings) + 2
-    rows = [f"  --{name + '=':<{width}} default {default!r:<14} {comment}" for name, default, comment in settings]
+    rows = [f"  --{name + '=':<{width}} default {default!r:<14} {comment.format_map(help_values or {})}"
+            for name, default, comment in settings]
     return f"{(script_doc or '').strip()}\n\nSettings (edit the top of the script or pass --key=value):\n" + "\n".join(rows)
 
 
@@ -63,7 +66,7 @@ def defaults(script_path):
     return {name: value for name, value, _ in settings_block(script_path)}
 
 
-def parse(script_path, script_doc, argv=None, positional=False):
+def parse(script_path, script_doc, argv=None, positional=False, help_values=None):
     """Read the script's settings block and apply ``--key=value`` overrides.
 
     Returns ``(config, overrides)`` (plus the positional arguments when ``positional`` is true):
@@ -74,7 +77,7 @@ def parse(script_path, script_doc, argv=None, positional=False):
     settings = settings_block(script_path)
     defaults = {name: default for name, default, _ in settings}
     if "-h" in argv or "--help" in argv:
-        print(help_text(script_doc, settings))
+        print(help_text(script_doc, settings, help_values))
         sys.exit(0)
     overrides, positionals = {}, []
     for arg in argv:

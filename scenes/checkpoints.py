@@ -6,36 +6,18 @@ reads it and never unpickles code): ``model`` (the unwrapped state dict), ``opti
 ``config`` (every setting of the run, with ``arch``, ``class_names``, ``image_size``, ``mean``,
 ``std``, the split CSVs and the seed).
 """
-import errno
 import os
 import pickle
 import socket
 
 import torch
 
-from cli import UserError
-from models import build_model, load_weights
+from scenes.cli import UserError
+from scenes.files import write_atomically
+from scenes.models import build_model, load_weights
 
 REQUIRED_KEYS = ("model", "config", "epoch")
 REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
-
-
-def write_atomically(path, write):
-    """Call ``write(binary_file)`` on a temporary file, flush it to disk, then rename it to ``path``:
-    a kill never leaves a torn file. A failure (a full disk) is a UserError that leaves the previous
-    file as it was and no temporary file behind."""
-    tmp = f"{path}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-        raise UserError(f"could not save {path}: {reason}; the previous file there is untouched.") from None
 
 
 def save_checkpoint(state, path):

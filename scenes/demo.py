@@ -1,7 +1,5 @@
 """A small generated six-class image set, so the pipeline runs on a fresh machine with no download.
 
-    python demo_data.py  # writes demo_data/ (a DEMO: synthetic pictures, not real scenes)
-
 Each class has its own colours and texture (stripes, blobs, gradients ...) plus noise, so a
 network can learn it in a few epochs; the names follow the real data set's classes.
 """
@@ -9,6 +7,8 @@ import os
 
 import numpy as np
 from PIL import Image
+
+from scenes.files import write_atomically
 
 DEMO_ROOT = "demo_data"
 CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
@@ -33,9 +33,6 @@ def make_demo_dataset(root=DEMO_ROOT, per_class=80, size=64, seed=0):
             path = os.path.join(root, name, f"{i:04d}.jpg")
             image = demo_image(label, rng, size)
             if not os.path.exists(path):
-                image.save(path, quality=90)
+                write_atomically(path, lambda f: image.save(f, format="JPEG", quality=90))
     return root
 
-
-if __name__ == "__main__":
-    print(f"demo data set (synthetic, not real scenes) in {make_demo_dataset()}/")

@@ -1,0 +1,67 @@
+"""Writing files: every file the project writes goes through ``write_atomically``.
+
+A file is written under a temporary name, flushed to disk and renamed over the target, so a
+kill or a full disk leaves either the previous file or the new one, never a torn one. Figures
+are drawn with matplotlib's headless backend (``pyplot``), so no script needs a screen.
+"""
+import errno
+import json
+import os
+
+from scenes.cli import UserError
+
+
+def write_atomically(path, write):
+    """Call ``write(binary_file)`` on a temporary file, flush it to disk, then rename it to ``path``.
+
+    Any failure removes the temporary file and leaves the previous file as it was; an OSError (a
+    full disk, a folder that cannot be written) becomes a UserError that says so.
+    """
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        if not isinstance(error, OSError):
+            raise
+        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+        raise UserError(f"could not save {path}: {reason}; the previous file there is untouched.") from None
+
+
+def write_text(path, text):
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def write_table(path, frame, **to_csv):
+    """A pandas DataFrame as CSV (``to_csv``'s keyword arguments pass through)."""
+    write_atomically(path, lambda f: frame.to_csv(f, **to_csv))
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_figure(path, fig, dpi=100, **savefig):
+    """Save a matplotlib figure as PNG and close it."""
+    try:
+        write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=dpi, **savefig))
+    finally:
+        pyplot().close(fig)
+
+
+def write_image(path, array, **imsave):
+    """A 2-D array as a PNG image (``plt.imsave``'s keyword arguments pass through)."""
+    write_atomically(path, lambda f: pyplot().imsave(f, array, format="png", **imsave))

@@ -1,0 +1,147 @@
+"""Scores and metrics of saved weights over a whole split: what accuracy_eval.py and report.py share.
+
+Score files (``<stem>_<split>_scores.csv`` next to a checkpoint: per image the path relative to
+the data root, the label and one softmax score per class) are written with 9 significant digits,
+which round-trips float32 exactly, and compared by ``verify_scores``.
+"""
+import os
+
+import numpy as np
+import pandas as pd
+
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.cli import UserError
+from scenes.evaluation import evaluate
+from scenes.loaders import eval_loader
+from scenes.metrics import softmax_scores
+from scenes.runtime import prepare_model
+from scenes.splits import class_folders, read_split_csv, read_split_info, split_csv
+
+SCORE_FORMAT = "%.9g"  # 9 significant digits round-trip float32 exactly
+TABLE_METRICS = {"map": "mAP", "accuracy": "accuracy", "mean_class_accuracy": "mean class accuracy"}
+
+
+def find_checkpoints(arguments):
+    """Checkpoint files from the command line: files as given; a folder gives its runs' best.pth
+    (else last.pth), or its own when it is a run folder itself."""
+    if not arguments:
+        raise UserError("name one or more checkpoints (.pth) or a checkpoints folder, e.g. "
+                        "python accuracy_eval.py checkpoints")
+    paths = []
+    for argument in arguments:
+        if os.path.isfile(argument):
+            paths.append(argument)
+            continue
+        if not os.path.isdir(argument):
+            raise UserError(f"checkpoint {argument!r} does not exist.")
+        run_dirs = [argument] if any(os.path.isfile(os.path.join(argument, f)) for f in ("best.pth", "last.pth")) \
+            else sorted(e.path for e in os.scandir(argument) if e.is_dir() and not e.name.startswith("."))
+        found = [next((os.path.join(d, f) for f in ("best.pth", "last.pth") if os.path.isfile(os.path.join(d, f))),
+                      None) for d in run_dirs]
+        found = [path for path in found if path]
+        if not found:
+            raise UserError(f"{argument!r} holds no best.pth or last.pth, neither itself nor in its sub-folders.")
+        paths += found
+    seen = set()  # each file once, at its first mention
+    return [path for path in paths if not (os.path.abspath(path) in seen or seen.add(os.path.abspath(path)))]
+
+
+def run_names(paths):
+    """Row names: the run folder, or folder/stem when one folder gives several checkpoints, else the path."""
+    def clashes(names):
+        return {name for name in names if names.count(name) > 1}
+
+    names = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path in paths]
+    names = [f"{name}/{os.path.splitext(os.path.basename(path))[0]}" if name in clashes(names) else name
+             for name, path in zip(names, paths)]
+    return [path if name in clashes(names) else name for name, path in zip(names, paths)]
+
+
+def data_tag(settings):
+    """Names what was evaluated in file names: the split, or "<csv folder>-<csv name>" for --csv."""
+    if not settings["csv"]:
+        return settings["split"]
+    path = os.path.abspath(settings["csv"])
+    return f"{os.path.basename(os.path.dirname(path))}-{os.path.splitext(os.path.basename(path))[0]}"
+
+
+def data_of(checkpoint_config, settings, path):
+    """(csv_file, data_root) to evaluate, checked against the checkpoint's class names."""
+    class_names = checkpoint_config["class_names"]
+    if settings["csv"]:
+        csv_file, root = settings["csv"], settings["data_root"] or checkpoint_config["data_root"]
+        if not os.path.isdir(root):
+            raise UserError(f"data root {root!r} does not exist; pass --data_root=DIR with the CSV's images.")
+        check_class_names(class_names, class_folders(root), path, f"the data root {root!r}")
+    else:
+        info = read_split_info(settings["splits_dir"])
+        check_class_names(class_names, info["class_names"], path, f"the split in {settings['splits_dir']!r}")
+        csv_file = split_csv(settings["splits_dir"], settings["split"])
+        root = settings["data_root"] or info["data_root"]
+    return csv_file, root
+
+
+def eval_config(checkpoint_config, settings, path):
+    """The checkpoint's config with only where the data is and how it is loaded replaced."""
+    csv_file, root = data_of(checkpoint_config, settings, path)
+    return {**checkpoint_config, "data_root": root, "eval_csv": csv_file, "loader": settings["loader"],
+            "cache_dir": settings["cache_dir"], "eval_batch_size": settings["batch_size"]}
+
+
+def check_all(paths, settings):
+    """Load every checkpoint and check its data before the first evaluation starts."""
+    for path in paths:
+        config = eval_config(load_checkpoint(path)["config"], settings, path)
+        read_split_csv(config["eval_csv"], config["data_root"], config["class_names"])
+
+
+def score_checkpoint(path, settings, rt):
+    """Evaluate one checkpoint over the whole split: (config, metrics, scores table)."""
+    checkpoint = load_checkpoint(path)
+    config = {**eval_config(checkpoint["config"], settings, path), "epoch": checkpoint["epoch"]}
+    class_names = config["class_names"]
+    samples = read_split_csv(config["eval_csv"], config["data_root"], class_names)
+    loader = eval_loader(config, config["eval_csv"], rt.device, config["eval_batch_size"])
+    model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
+    del checkpoint  # the optimizer state is not needed
+    metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
+    scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)
+    scores.insert(0, "path", [rel for rel, _ in samples])
+    scores.insert(1, "label", targets.numpy())
+    return config, metrics, scores
+
+
+def markdown_table(table, caption):
+    header = f"| {table.index.name} | " + " | ".join(table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    rows = [f"| {run} | " + " | ".join(f"{value:.4f}" for value in row) + " |" for run, row in table.iterrows()]
+    return "\n".join([caption, "", header, rule, *rows]) + "\n"
+
+
+def verify_scores(scores, path, tolerance):
+    """Largest absolute difference between fresh scores and the saved ones at ``path``."""
+    if not os.path.isfile(path):
+        raise UserError(f"there are no saved scores at {path}; evaluate without --verify first to save them.")
+    redo = "evaluate without --verify to save new scores"
+    try:
+        saved = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not a score file ({type(error).__name__}); {redo}.") from None
+    class_names = list(scores.columns[2:])
+    if list(saved.columns) != list(scores.columns):
+        raise UserError(f"{path} has columns {', '.join(map(str, saved.columns))}, not "
+                        f"{', '.join(scores.columns)}; {redo}.")
+    same_rows = len(saved) == len(scores) and all(
+        (saved[column].astype(str).to_numpy() == scores[column].astype(str).to_numpy()).all()
+        for column in ("path", "label"))
+    if not same_rows:
+        raise UserError(f"{path} lists {len(saved)} images, not the same {len(scores)} images and labels in the "
+                        f"same order as the data evaluated now; {redo}.")
+    try:
+        saved_scores = saved[class_names].to_numpy(np.float32)
+    except ValueError:
+        raise UserError(f"{path} holds scores that are not numbers; {redo}.") from None
+    difference = np.abs(saved_scores - scores[class_names].to_numpy(np.float32))
+    return float(np.nan if np.isnan(difference).any() else difference.max(initial=0.0))
+
+
