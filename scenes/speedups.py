@@ -33,10 +33,9 @@ def relu_after_pool(model):
 
 
 # ---------------------------------------------------------------------------------------------
-# ResNet's last stage on the CPU: 512 channels on maps of at most 7x7. oneDNN's bf16 convolution
-# is slow there (its weight gradient runs at about a fifth of the matmul peak on 5x5 maps), while
-# the same convolution as one im2col matmul runs near the peak: forward and backward together
-# take about half the time (bench.py measures the whole step).
+# ResNet's last stage on the CPU: 512 channels on maps of at most 7x7, where oneDNN's bf16
+# convolution runs far below the matmul peak and the same convolution as one im2col matmul does
+# not (RESULTS.md).
 MATMUL_MAX_MAP = 49  # output pixels per map up to which a wide 3x3 convolution uses the matmul form
 MATMUL_MIN_CHANNELS = 512
 
@@ -88,7 +87,7 @@ class MatmulConv3x3(torch.autograd.Function):
         patches = (rows @ matrix).view(n, *grad.shape[2:], 3, 3, c)
         ho, wo = grad.shape[2:]
         grad_padded = patches.new_zeros(n, h + 2, w + 2, c)
-        for i in range(3):  # scatter each patch position back (col2im; F.fold measured 1.3-1.6x slower here)
+        for i in range(3):  # scatter each patch position back (col2im; F.fold was slower, RESULTS.md)
             for j in range(3):
                 grad_padded[:, tap(i, stride, ho), tap(j, stride, wo)] += patches[:, :, :, i, j]
         return grad_padded[:, 1:h + 1, 1:w + 1].permute(0, 3, 1, 2), grad_weight, None
