@@ -128,14 +128,15 @@ def main(argv=None):
     config = checkpoint["config"]
     model = model_from_checkpoint(checkpoint, settings["checkpoint"])
     batches = check_batches(check_paths(config, settings), config, settings["batch_size"])
+    source = settings["images"] or config["test_csv"]
     proto = onnx_model(model, eval_size(config), metadata(config, checkpoint["epoch"]))
     path = settings["out"]
     write_atomically(path, lambda f: f.write(proto.SerializeToString()))
     difference, same_top1 = compare(path, model, batches)
     total = sum(len(images) for images, _ in batches)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB): {INPUT} float32 (N, 3, {eval_size(config)}, "
-          f"{eval_size(config)}) -> {OUTPUT} (N, {len(config['class_names'])})\nchecked on {total} images "
-          f"against PyTorch (float32, CPU): largest softmax difference {difference:.3g} (tolerance "
+          f"{eval_size(config)}) -> {OUTPUT} (N, {len(config['class_names'])})\nchecked on {total} images of "
+          f"{source} against PyTorch (float32, CPU): largest softmax difference {difference:.3g} (tolerance "
           f"{settings['tolerance']:g}), top-1 the same on {same_top1}/{total}")
     if not difference <= settings["tolerance"]:
         os.remove(path)
