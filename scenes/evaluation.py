@@ -30,9 +30,11 @@ def gather_split(local, world, total):
 
 @torch.inference_mode()
 def predict(model, loader, rt, tta_flip=False):
-    """Logits (float32, on the CPU) and targets of one rank's share of a split, in order.
+    """Logits (float32, on the CPU) and targets of one rank's share of a split, in order (both empty
+    when ``loader`` yields no batch).
 
     The model runs with its BatchNorms folded into the convolutions (a copy; ``model`` is untouched).
+    ``loader`` may be any iterable of ``(images, targets)``; ``targets`` are passed through.
     """
     model = fold_batch_norms(model)
     logits, targets = [], []
@@ -43,6 +45,8 @@ def predict(model, loader, rt, tta_flip=False):
                 output = (output + model(images.flip(3))) / 2
         logits.append(output.float().cpu())
         targets.append(batch_targets.cpu())
+    if not logits:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(targets)
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from scenes.cli import UserError
 from scenes.dataset import NatureTypesDataset
 from scenes.files import write_atomically
-from scenes.images import load_image
+from scenes.images import decoding_threads, load_image
 from scenes.splits import read_split_csv
 from scenes.transforms import eval_resize, eval_size, pil_transforms, random_resized_crop_flip
 
@@ -99,7 +99,7 @@ def fill_cache(f, root, samples, size):
         os.pwrite(f.fileno(), decode_resized(os.path.join(root, samples[i][0]), size).tobytes(),
                   offset + i * row_bytes)
 
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(decoding_threads()) as pool:
         list(pool.map(fill, range(len(samples))))
 
 

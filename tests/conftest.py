@@ -35,6 +35,23 @@ def splits(image_root, tmp_path):
     return image_root, splits_dir
 
 
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny run trained for one epoch at 32 px (evaluated at 40 px), shared by the session:
+    (base dir, splits_dir, best.pth). Tests that write next to the checkpoint copy it first.
+
+    Batches of 6 at lr 0.02 give a model whose softmax scores differ from image to image, so AP is
+    not decided by ties alone.
+    """
+    import train
+    base = tmp_path_factory.mktemp("trained")
+    root = make_demo_dataset(str(base / "images"), per_class=12, size=40)
+    splits_dir = str(base / "splits")
+    make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    train.main(train_args(splits_dir, base, "--run=r", "--batch_size=6", "--lr=0.02"))
+    return base, splits_dir, str(base / "checkpoints" / "r" / "best.pth")
+
+
 @pytest.fixture
 def real_data():
     if not os.path.isdir(REAL_DATA):

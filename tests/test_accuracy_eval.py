@@ -13,30 +13,14 @@ import torch
 from sklearn.metrics import average_precision_score
 
 import accuracy_eval
-import train
 from scenes.checkpoints import load_checkpoint
 from scenes.cli import UserError
-from conftest import ROOT, train_args
+from conftest import ROOT
 from data_handling import make_splits
 from scenes.demo import CLASSES, make_demo_dataset
 from scenes.metrics import classification_metrics
 
 TABLE_COLUMNS = list(CLASSES) + ["mAP", "accuracy", "mean class accuracy"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One tiny run trained for one epoch, shared by the module: (base dir, splits_dir, best.pth).
-
-    Batches of 6 at lr 0.02 give a model whose softmax scores differ from image to image, so AP is
-    not decided by ties alone.
-    """
-    base = tmp_path_factory.mktemp("eval")
-    root = make_demo_dataset(str(base / "images"), per_class=12, size=40)
-    splits_dir = str(base / "splits")
-    make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
-    train.main(train_args(splits_dir, base, "--run=r", "--batch_size=6", "--lr=0.02"))
-    return base, splits_dir, str(base / "checkpoints" / "r" / "best.pth")
 
 
 def eval_args(base, splits_dir, out_dir, *extra):
