@@ -28,19 +28,21 @@ def save_curves(history, run_dir):
 
 
 def save_confusion(confusion, class_names, path, title):
-    """A confusion matrix (rows = true class) as a PNG, with the counts in the cells."""
+    """A confusion matrix (rows = true class) as a PNG: each row coloured by its share of the true
+    class (so small classes read like large ones), with the count and the share in each cell."""
     plt = pyplot()
     confusion = np.asarray(confusion)
-    size = 1.0 + 0.7 * len(class_names)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = 1.0 + 0.8 * len(class_names)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(confusion, cmap="Blues")
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(confusion):
-        ax.text(column, row, str(count), ha="center", va="center",
-                color="white" if count > confusion.max() / 2 else "black")
+        ax.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center", fontsize=8,
+                color="white" if shares[row, column] > 0.5 else "black")
     ticks = range(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
     ax.set_yticks(ticks, class_names)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     write_figure(path, fig)
