@@ -27,11 +27,11 @@ import os
 import pandas as pd
 
 from scenes import cli
-from scenes.figures import save_confusion
 from scenes.files import write_table, write_text
 from scenes.runtime import runtime
-from scenes.scoring import (SCORE_FORMAT, TABLE_METRICS, check_all, data_tag, find_checkpoints, markdown_table,
-                            run_names, score_checkpoint, verify_scores)
+from scenes.scoring import (COMPARISON_FORMAT, check_all, comparison_table, data_tag, find_checkpoints,
+                            markdown_table, run_names, save_scores, score_checkpoint, score_stem, table_row,
+                            verify_scores)
 from scenes.splits import SPLITS
 from scenes.transforms import eval_size
 
@@ -50,24 +50,17 @@ device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
 # --- end of settings ---
 
-def score_stem(path, tag):
-    """Where a checkpoint's score file and confusion matrix go: beside it, named by its stem and the data."""
-    return os.path.join(os.path.dirname(path), f"{os.path.splitext(os.path.basename(path))[0]}_{tag}")
-
 
 def evaluate_one(name, path, settings, rt, tag):
     """Evaluate one checkpoint, save its scores and confusion matrix, print its metrics; returns its table row."""
     config, metrics, scores = score_checkpoint(path, settings, rt)
-    stem = score_stem(path, tag)
-    write_table(f"{stem}_scores.csv", scores, index=False, float_format=SCORE_FORMAT)
-    save_confusion(metrics["confusion"], config["class_names"], f"{stem}_confusion.png",
-                   f"{name}: {tag}, accuracy {metrics['accuracy']:.4f}")
+    stem = save_scores(path, tag, name, metrics, scores)
     per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
     print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {eval_size(config)}px): "
           f"{len(scores)} images\n{per_class.round(4).to_string()}\n"
           f"accuracy {metrics['accuracy']:.4f}  mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
           f"mAP {metrics['map']:.4f}\nscores: {stem}_scores.csv  confusion matrix: {stem}_confusion.png")
-    return {**metrics["ap"], **{label: metrics[key] for key, label in TABLE_METRICS.items()}}, len(scores)
+    return table_row(metrics), len(scores)
 
 
 def verify_one(name, path, settings, rt, tag):
@@ -92,11 +85,10 @@ def check_verified(differences, tolerance):
 
 def write_comparison(rows, out_dir, tag, caption):
     """The comparison table (the report's Table 1) as CSV and Markdown in ``out_dir``; returns it."""
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "run"
+    table = comparison_table(rows)
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, f"comparison_{tag}")
-    write_table(f"{base}.csv", table, float_format="%.6f")
+    write_table(f"{base}.csv", table, float_format=COMPARISON_FORMAT)
     write_text(f"{base}.md", markdown_table(table, caption))
     print(f"\n{caption}\n{table.round(4).to_string()}\nsaved {base}.csv and {base}.md")
     return table

@@ -1,18 +1,21 @@
-"""The whole pipeline in one command: split, train, evaluate, feature maps.
+"""The whole pipeline in one command: split, train, evaluate, feature maps, the report.
 
     python main.py                      # real data in data/ if present, else a generated DEMO set
     python main.py --steps=split        # only build splits/train.csv, validation.csv, test.csv
     python main.py --data_root=/path/to/intel-scenes --steps=split,train
+    python main.py --steps=report       # only the report over every run in checkpoints/
 
 With no class folders in data/, a small synthetic six-class demo set is generated in demo_data/
 and trained briefly (a few epochs at 64px), so a fresh machine runs everything with no download.
-With real data the steps run with train.py's defaults; each step is also its own script.
+With real data the steps run with train.py's defaults; each step is also its own script. The last
+step writes results/report/report.md over every run in checkpoints/ (report.py).
 """
 import os
 
 import accuracy_eval
 import data_handling
 import feature_map
+import report
 import train
 from scenes import cli
 from scenes.demo import make_demo_dataset
@@ -24,10 +27,10 @@ splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_inf
 val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034)
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034)
 seed = 0  # seeds the split
-steps = "split,train,evaluate,features"  # comma-separated steps to run, in this order
+steps = "split,train,evaluate,features,report"  # comma-separated steps to run, in this order
 # --- end of settings ---
 
-STEPS = ("split", "train", "evaluate", "features")
+STEPS = ("split", "train", "evaluate", "features", "report")
 SPLIT_KEYS = ("val_size", "test_size", "seed")
 # A few quick epochs on the demo set: enough to see the pipeline work, not a benchmark.
 DEMO_TRAIN = ["--run=demo", "--epochs=6", "--image_size=64", "--eval_image_size=64", "--batch_size=32",
@@ -56,6 +59,8 @@ def main(argv=None):
         accuracy_eval.main([os.path.join(run_dir, "best.pth"), "--data_root=" + root] + splits)
     if "features" in steps:
         feature_map.main(["--checkpoint=" + os.path.join(run_dir, "best.pth"), "--data_root=" + root] + splits)
+    if "report" in steps:
+        report.main(["checkpoints", "--data_root=" + root] + splits)
 
 
 if __name__ == "__main__":

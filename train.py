@@ -422,7 +422,9 @@ def save_epoch(run, epoch, improved):
     trained = {"train_model": run.model.state_dict()} if run.eval_model is not run.model else {}
     state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
-             "best_metric": run.best_metric, "history": run.history, "config": run.config}
+             "best_metric": run.best_metric, "history": run.history, "config": run.config,
+             "runtime": {"device": str(run.rt.device), "precision": "bf16" if run.rt.bf16 else "fp32",
+                         "processes": run.rt.world}}
     if improved:
         save_checkpoint(state, os.path.join(run.dir, "best.pth"))
     write_text(os.path.join(run.dir, "metrics.csv"), metrics_csv(run.history))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from scenes.cli import UserError
 from scenes.files import pyplot, write_figure, write_image
+from scenes.transforms import picture
 
 MAX_LISTED = 80  # an unknown module name lists this many valid names at most
 TILE_MIN = 32  # feature-map tiles smaller than this (pixels) are enlarged by whole factors
@@ -109,6 +110,21 @@ class NonPositiveStats:
                 for name in ordered]
 
 
+def count_non_positive(model, batches, names, limit, rt):
+    """``NonPositiveStats`` of the named modules over the first ``limit`` images of ``batches``."""
+    stats = NonPositiveStats()
+    with capture_outputs(model, names) as outputs, torch.inference_mode():
+        for images, _ in batches:
+            images = images[: limit - stats.images]
+            outputs.clear()
+            with rt.autocast():
+                model(images)
+            stats.update(outputs, len(images))
+            if stats.images >= limit:
+                break
+    return stats
+
+
 def stats_table(rows, header):
     """The report's Table 2 as Markdown, with a note on each module that runs more than once."""
     width = max(len("module"), *(len(row["module"]) for row in rows))
@@ -172,8 +188,6 @@ def save_feature_maps(maps_by_call, stem, image, mean, std, title, out_dir, num_
                     vmin=0, vmax=1)
         rows.append((label, tile_grid(maps[:num_channels], num_channels, (OVERVIEW_TILE, OVERVIEW_TILE)),
                      min(num_channels, len(maps))))
-    picture = (image.float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1))
-    picture = picture.clamp(0, 1).permute(1, 2, 0).numpy()
     columns = max(shown for _, _, shown in rows)
     fig = plt.figure(figsize=(2.5 + 0.9 * num_channels, 0.9 * len(rows) + 0.8))
     grid_spec = fig.add_gridspec(len(rows), 2, width_ratios=[0.9 * num_channels, 2.2], wspace=0.05)
@@ -188,7 +202,7 @@ def save_feature_maps(maps_by_call, stem, image, mean, std, title, out_dir, num_
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     ax = fig.add_subplot(grid_spec[:, 1])
-    ax.imshow(picture)
+    ax.imshow(picture(image, mean, std))
     ax.set_title("input", fontsize=9)
     ax.axis("off")
     fig.suptitle(title, fontsize=9)

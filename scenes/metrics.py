@@ -10,15 +10,22 @@ from sklearn.metrics import average_precision_score, confusion_matrix
 
 
 def classification_metrics(logits, targets, class_names):
-    """Metrics of a split from its logits (N, C) and integer targets (N,).
-
-    Returns plain values: ``loss`` (mean cross-entropy), ``accuracy``, ``mean_class_accuracy``,
-    ``map``, per-class ``ap`` and ``class_accuracy`` (dicts keyed by class name; NaN for a class
-    with no image in the split), and ``confusion`` (rows = true class, columns = predicted).
-    """
+    """Metrics of a split from its logits (N, C) and integer targets (N,): ``score_metrics`` of
+    their softmax scores, plus ``loss`` (mean cross-entropy)."""
     logits, targets = logits.float(), targets.long()
-    scores = F.softmax(logits, dim=1).numpy()
-    labels = targets.numpy()
+    metrics = score_metrics(softmax_scores(logits).numpy(), targets.numpy(), class_names)
+    return {"loss": float(F.cross_entropy(logits, targets)), **metrics}
+
+
+def score_metrics(scores, labels, class_names):
+    """Metrics of a split from its float32 softmax scores (N, C) and integer labels (N,).
+
+    Returns plain values: ``accuracy``, ``mean_class_accuracy``, ``map``, per-class ``ap`` and
+    ``class_accuracy`` (dicts keyed by class name; NaN for a class with no image in the split), and
+    ``confusion`` (rows = true class, columns = predicted). Saved score files give back the same
+    float32 scores, so metrics from them equal those computed at evaluation.
+    """
+    labels = np.asarray(labels)
     predictions = scores.argmax(axis=1)
     ap, class_accuracy = {}, {}
     for c, name in enumerate(class_names):
@@ -26,7 +33,6 @@ def classification_metrics(logits, targets, class_names):
         ap[name] = float(average_precision_score(positives, scores[:, c])) if positives.any() else float("nan")
         class_accuracy[name] = float((predictions[positives] == c).mean()) if positives.any() else float("nan")
     return {
-        "loss": float(F.cross_entropy(logits, targets)),
         "accuracy": float((predictions == labels).mean()),
         "mean_class_accuracy": float(np.nanmean(list(class_accuracy.values()))),
         "map": float(np.nanmean(list(ap.values()))),

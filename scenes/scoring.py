@@ -12,12 +12,15 @@ import pandas as pd
 from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
 from scenes.cli import UserError
 from scenes.evaluation import evaluate
+from scenes.figures import save_confusion
+from scenes.files import write_table
 from scenes.loaders import eval_loader
-from scenes.metrics import softmax_scores
+from scenes.metrics import score_metrics, softmax_scores
 from scenes.runtime import prepare_model
 from scenes.splits import class_folders, read_split_csv, read_split_info, split_csv
 
 SCORE_FORMAT = "%.9g"  # 9 significant digits round-trip float32 exactly
+COMPARISON_FORMAT = "%.6f"
 TABLE_METRICS = {"map": "mAP", "accuracy": "accuracy", "mean_class_accuracy": "mean class accuracy"}
 
 
@@ -111,6 +114,32 @@ def score_checkpoint(path, settings, rt):
     return config, metrics, scores
 
 
+def score_stem(path, tag):
+    """Where a checkpoint's score file and confusion matrix go: beside it, named by its stem and the data."""
+    return os.path.join(os.path.dirname(path), f"{os.path.splitext(os.path.basename(path))[0]}_{tag}")
+
+
+def save_scores(path, tag, name, metrics, scores):
+    """A checkpoint's score file and confusion matrix beside it; returns their common stem."""
+    stem = score_stem(path, tag)
+    write_table(f"{stem}_scores.csv", scores, index=False, float_format=SCORE_FORMAT)
+    save_confusion(metrics["confusion"], list(scores.columns[2:]), f"{stem}_confusion.png",
+                   f"{name}: {tag}, accuracy {metrics['accuracy']:.4f}")
+    return stem
+
+
+def table_row(metrics):
+    """One run's row of the comparison table (the report's Table 1): AP per class, mAP, accuracies."""
+    return {**metrics["ap"], **{label: metrics[key] for key, label in TABLE_METRICS.items()}}
+
+
+def comparison_table(rows):
+    """The comparison table of ``{run: table_row(...)}``, rows = runs."""
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "run"
+    return table
+
+
 def markdown_table(table, caption):
     header = f"| {table.index.name} | " + " | ".join(table.columns) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
@@ -118,30 +147,63 @@ def markdown_table(table, caption):
     return "\n".join([caption, "", header, rule, *rows]) + "\n"
 
 
+def read_scores(path, redo):
+    """A score file as a DataFrame; a file that does not parse is a UserError ending with ``redo``."""
+    try:
+        return pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not a score file ({type(error).__name__}); {redo}.") from None
+
+
+def scores_array(scores, class_names, path, redo):
+    """The class columns of a score table as float32 (N, C), as they were saved."""
+    try:
+        return scores[list(class_names)].to_numpy(np.float32)
+    except ValueError:
+        raise UserError(f"{path} holds scores that are not numbers; {redo}.") from None
+
+
+def metrics_of_scores(scores, class_names, path="the scores"):
+    """``score_metrics`` of a score table (saved or fresh): the numbers accuracy_eval.py reports."""
+    array = scores_array(scores, class_names, path, "evaluate again")
+    return score_metrics(array, scores["label"].to_numpy(), class_names)
+
+
+def same_images(saved, scores):
+    """Whether two score tables list the same images and labels in the same order."""
+    return len(saved) == len(scores) and all(
+        (saved[column].astype(str).to_numpy() == scores[column].astype(str).to_numpy()).all()
+        for column in ("path", "label"))
+
+
+def saved_scores(path, tag, samples, class_names):
+    """The saved score table of a checkpoint if it is up to date, else None.
+
+    Up to date: written after the checkpoint, with the columns of its classes, over ``samples``
+    ([(relative path, label)], the data evaluated now) in their order.
+    """
+    score_file = f"{score_stem(path, tag)}_scores.csv"
+    if not os.path.isfile(score_file) or os.path.getmtime(score_file) < os.path.getmtime(path):
+        return None
+    saved = read_scores(score_file, "delete it to evaluate again")
+    expected = pd.DataFrame({"path": [rel for rel, _ in samples], "label": [label for _, label in samples]})
+    if list(saved.columns) != ["path", "label", *class_names] or not same_images(saved, expected):
+        return None
+    return saved
+
+
 def verify_scores(scores, path, tolerance):
     """Largest absolute difference between fresh scores and the saved ones at ``path``."""
     if not os.path.isfile(path):
         raise UserError(f"there are no saved scores at {path}; evaluate without --verify first to save them.")
     redo = "evaluate without --verify to save new scores"
-    try:
-        saved = pd.read_csv(path, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not a score file ({type(error).__name__}); {redo}.") from None
+    saved = read_scores(path, redo)
     class_names = list(scores.columns[2:])
     if list(saved.columns) != list(scores.columns):
         raise UserError(f"{path} has columns {', '.join(map(str, saved.columns))}, not "
                         f"{', '.join(scores.columns)}; {redo}.")
-    same_rows = len(saved) == len(scores) and all(
-        (saved[column].astype(str).to_numpy() == scores[column].astype(str).to_numpy()).all()
-        for column in ("path", "label"))
-    if not same_rows:
+    if not same_images(saved, scores):
         raise UserError(f"{path} lists {len(saved)} images, not the same {len(scores)} images and labels in the "
                         f"same order as the data evaluated now; {redo}.")
-    try:
-        saved_scores = saved[class_names].to_numpy(np.float32)
-    except ValueError:
-        raise UserError(f"{path} holds scores that are not numbers; {redo}.") from None
-    difference = np.abs(saved_scores - scores[class_names].to_numpy(np.float32))
+    difference = np.abs(scores_array(saved, class_names, path, redo) - scores[class_names].to_numpy(np.float32))
     return float(np.nan if np.isnan(difference).any() else difference.max(initial=0.0))
-
-

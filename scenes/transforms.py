@@ -26,6 +26,12 @@ def eval_resize(size):
     return transforms.Resize((size, size), antialias=True)
 
 
+def picture(image, mean, std):
+    """A normalised (3, H, W) image tensor back as an (H, W, 3) array of 0..1 for drawing."""
+    image = image.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation: random resized crops of ``crop_size`` pixels (area ``min_scale`` to 1,
