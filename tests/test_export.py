@@ -92,9 +92,9 @@ def test_bad_settings_and_a_missing_test_split_are_refused_before_writing(traine
 
 
 def readme_example():
-    with open(os.path.join(ROOT, "README_predict_export.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
-    assert len(blocks) == 1, "README_predict_export.md should hold one python example"
+    assert len(blocks) == 1, "README.md should hold one python example (the onnxruntime one)"
     return blocks[0]
 
 
