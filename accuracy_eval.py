@@ -51,9 +51,9 @@ precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
 # --- end of settings ---
 
 
-def evaluate_one(name, path, settings, rt, tag):
+def evaluate_one(name, path, checkpoint, settings, rt, tag):
     """Evaluate one checkpoint, save its scores and confusion matrix, print its metrics; returns its table row."""
-    config, metrics, scores = score_checkpoint(path, settings, rt)
+    config, metrics, scores = score_checkpoint(checkpoint, path, settings, rt)
     stem = save_scores(path, tag, name, metrics, scores)
     per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
     print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {eval_size(config)}px): "
@@ -63,9 +63,9 @@ def evaluate_one(name, path, settings, rt, tag):
     return table_row(metrics), len(scores)
 
 
-def verify_one(name, path, settings, rt, tag):
+def verify_one(name, path, checkpoint, settings, rt, tag):
     """Predict again and compare with the saved scores; returns the largest absolute difference."""
-    _, _, scores = score_checkpoint(path, settings, rt)
+    _, _, scores = score_checkpoint(checkpoint, path, settings, rt)
     difference = verify_scores(scores, f"{score_stem(path, tag)}_scores.csv", settings["tolerance"])
     verdict = "ok" if difference <= settings["tolerance"] else "MISMATCH"
     print(f"{name}: largest absolute score difference {difference:.3g} over {scores.shape[0]} images "
@@ -106,18 +106,18 @@ def main(argv=None):
     rt = runtime(settings["device"], settings["precision"])
     if rt.world > 1:
         raise cli.UserError("accuracy_eval.py runs as one process: start it with python, not torchrun.")
-    check_all(paths, settings)
+    loaded = check_all(paths, settings)
     tag = data_tag(settings)
     what = f"--csv {settings['csv']}" if settings["csv"] else f"the {settings['split']} split"
     print(f"evaluating {len(paths)} checkpoint(s) on {what} ({rt.device}, {'bf16' if rt.bf16 else 'fp32'})")
     named = list(zip(run_names(paths), paths))
     if settings["verify"]:
-        differences = {name: verify_one(name, path, settings, rt, tag) for name, path in named}
+        differences = {name: verify_one(name, path, loaded[path], settings, rt, tag) for name, path in named}
         check_verified(differences, settings["tolerance"])
         return differences
     rows = {}
     for name, path in named:
-        rows[name], images = evaluate_one(name, path, settings, rt, tag)
+        rows[name], images = evaluate_one(name, path, loaded[path], settings, rt, tag)
     caption = (f"Average precision (AP) per class, mAP, accuracy and mean per-class accuracy on {what} "
                f"({images} images).")
     return write_comparison(rows, settings["out_dir"], tag, caption)

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from scenes import cli
-from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, slim
 from scenes.features import capture_outputs, count_non_positive, image_maps, save_feature_maps, stats_table
 from scenes.figures import curves_grid, gallery_figure, save_confusion, test_loss_grid
 from scenes.files import write_figure, write_table, write_text
@@ -76,6 +76,7 @@ class RunRecord:
     config: dict = None
     history: list = None  # metrics.csv as one dict per epoch
     best: str = None  # best.pth, when it loads
+    weights: dict = None  # best.pth's model, config and epoch, loaded once
     best_epoch: int = None
     best_val_map: float = None
     planned: int = None
@@ -169,6 +170,7 @@ def read_checkpoints(record):
     best = checkpoint_or_problem(record, best_path) if os.path.isfile(best_path) else None
     if best is not None:
         record.best, record.best_epoch, record.best_val_map = best_path, best["epoch"], best.get("best_metric")
+        record.weights = slim(best)
     elif not os.path.isfile(best_path):
         record.problems.append("no best.pth: nothing to evaluate")
     latest = checkpoint_or_problem(record, last_path) if os.path.isfile(last_path) else None
@@ -217,7 +219,7 @@ def score_run(record, settings, info, rt):
     record.scored = f"read from {score_stem(record.best, TAG)}_scores.csv"
     if scores is None:
         print(f"evaluating {record.name} ({record.best}) on the {TAG} split ...")
-        _, metrics, scores = score_checkpoint(record.best, settings, rt)
+        _, metrics, scores = score_checkpoint(record.weights, record.best, settings, rt)
         save_scores(record.best, TAG, record.name, metrics, scores)
         record.scored = f"evaluated now ({rt.device}, {'bf16' if rt.bf16 else 'fp32'}), saved beside best.pth"
     record.scores, record.metrics = scores, metrics_of_scores(scores, class_names, record.best)
@@ -381,8 +383,7 @@ def eval_inputs(config, root, paths):
 
 def features_section(best, config, settings, out_dir, rt):
     """Figure 3 (feature maps of one image per class) and Table 2 (non-positive shares) of the best run."""
-    checkpoint = load_checkpoint(best.best)
-    model = prepare_model(model_from_checkpoint(checkpoint, best.best), Runtime(rt.device, bf16=False))
+    model = prepare_model(model_from_checkpoint(best.weights, best.best), Runtime(rt.device, bf16=False))
     modules, chosen = names_of(config["modules"]), feature_images(best, names_of(config["feature_classes"]))
     data = {**best.config, "data_root": settings["root"], "loader": config["loader"], "cache_dir": config["cache_dir"]}
     lines = [f"## 6 Figure 3 and Table 2 (best run: {best.name})", "",
@@ -420,7 +421,7 @@ def gallery_items(best, mistakes, config, settings, rt):
     """(picture, Grad-CAM heat map of the predicted class, caption) of the first mistakes."""
     shown = mistakes.head(config["gallery"])
     class_names = best.config["class_names"]
-    model = gradcam_model(load_checkpoint(best.best), best.best, rt.device)
+    model = gradcam_model(best.weights, best.best, rt.device)
     images = eval_inputs(best.config, settings["root"], list(shown["path"])).to(rt.device)
     targets = torch.tensor([class_names.index(name) for name in shown["prediction"]])
     heat = grad_cam(model, images, targets)

@@ -49,6 +49,12 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def slim(checkpoint):
+    """What evaluating a checkpoint needs (its model, config, epoch and best metric), without the
+    optimizer state, to keep in memory."""
+    return {key: checkpoint[key] for key in ("model", "config", "epoch", "best_metric") if key in checkpoint}
+
+
 def model_from_checkpoint(checkpoint, path):
     """Rebuild the model a checkpoint describes and load its weights (in eval mode, on the CPU)."""
     config = checkpoint["config"]

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, slim
 from scenes.cli import UserError
 from scenes.evaluation import evaluate
 from scenes.figures import save_confusion
@@ -92,21 +92,23 @@ def eval_config(checkpoint_config, settings, path):
 
 
 def check_all(paths, settings):
-    """Load every checkpoint and check its data before the first evaluation starts."""
+    """Load every checkpoint once and check its data before the first evaluation starts; returns
+    ``{path: slim(checkpoint)}``."""
+    loaded = {}
     for path in paths:
-        config = eval_config(load_checkpoint(path)["config"], settings, path)
+        loaded[path] = slim(load_checkpoint(path))
+        config = eval_config(loaded[path]["config"], settings, path)
         read_split_csv(config["eval_csv"], config["data_root"], config["class_names"])
+    return loaded
 
 
-def score_checkpoint(path, settings, rt):
-    """Evaluate one checkpoint over the whole split: (config, metrics, scores table)."""
-    checkpoint = load_checkpoint(path)
+def score_checkpoint(checkpoint, path, settings, rt):
+    """Evaluate one loaded checkpoint (from ``path``) over the whole split: (config, metrics, scores)."""
     config = {**eval_config(checkpoint["config"], settings, path), "epoch": checkpoint["epoch"]}
     class_names = config["class_names"]
     samples = read_split_csv(config["eval_csv"], config["data_root"], class_names)
     loader = eval_loader(config, config["eval_csv"], rt.device, config["eval_batch_size"])
     model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
-    del checkpoint  # the optimizer state is not needed
     metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
     scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)
     scores.insert(0, "path", [rel for rel, _ in samples])
