@@ -58,7 +58,7 @@ batch_size = 256  # images per evaluation batch (the metrics do not depend on it
 loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
 cache_dir = "cache"  # where the cached loader keeps decoded images
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-precision = "auto"  # of evaluating runs without saved scores, as accuracy_eval.py; Figure 3, Table 2, Grad-CAM: fp32
+precision = "auto"  # of evaluating runs without saved scores (Figure 3, Table 2 and Grad-CAM run in fp32)
 # --- end of settings ---
 
 RUN_FILES = ("best.pth", "last.pth", "metrics.csv", "config.json")  # a folder with none of them is no run
@@ -150,7 +150,8 @@ def read_metrics(path):
     missing = [column for column in CURVE_COLUMNS if column not in table.columns]
     numeric = table[[c for c in CURVE_COLUMNS if c in table.columns]].apply(pd.to_numeric, errors="coerce")
     if missing or numeric.isna().any().any() or table.empty:
-        what = f"lacks {', '.join(missing)}" if missing else "has no rows" if table.empty else "has values that are not numbers"
+        what = f"lacks {', '.join(missing)}" if missing else \
+            "has no rows" if table.empty else "has values that are not numbers"
         raise cli.UserError(f"{path} {what}")
     return table.to_dict("records")
 
@@ -265,7 +266,8 @@ def run_row(record):
     minutes = f"{sum(row['seconds'] for row in history) / 60:.1f}" if history is not None else "?"
     saved_under = record.saved_under or {}
     device = f"{saved_under['device']}, {saved_under['precision']}" if saved_under else "not recorded"
-    best = f"{record.best_epoch} (val mAP {record.best_val_map:.4f})" if record.best else \
+    val_map = f" (val mAP {record.best_val_map:.4f})" if record.best_val_map is not None else ""
+    best = f"{record.best_epoch}{val_map}" if record.best else \
         "best.pth unreadable" if os.path.isfile(os.path.join(record.dir, "best.pth")) else "no best.pth"
     arch = config.get("arch", "?") + (" (ImageNet)" if config.get("pretrained") else "")
     optimizer = f"{config['optimizer']}, lr {config['lr']:g}" if "optimizer" in config else "?"
@@ -300,7 +302,8 @@ def curve_limits(records):
     with_history = [r for r in records if r.history is not None]
     epochs = max(max(r.planned or 0, r.done) for r in with_history)
     classes = max(len((r.config or {}).get("class_names", [])) for r in with_history) or 2
-    values = [row[key] for r in with_history for row in r.history for key in ("train_loss", "val_loss", "test_loss")]
+    values = [row[f"{split}_loss"] for r in with_history for row in r.history
+              for split in ("train", "val", "test")]
     # A diverged epoch would flatten every other curve: losses are cut at twice a uniform guess's.
     top = min(max(1.0, *values), 2 * math.log(classes)) * 1.05
     return with_history, epochs, top, max(values) > top
@@ -331,7 +334,7 @@ def figure_section(heading, text, make, records, out_dir, file_name):
     _, _, top, cut = curve_limits(records)
     note = f" No panel for {', '.join(missing)} (no readable metrics.csv)." if missing else ""
     note += f" Losses above {top:.2f} (diverged epochs) lie above the axes." if cut else ""
-    return f"{heading}\n\n{text}{note}\n\n![{heading[3:]}]({file_name})\n"
+    return f"{heading}\n\n{text}{note}\n\n![{heading.split(' ', 2)[2]}]({file_name})\n"
 
 
 def table1_of(records):
@@ -385,7 +388,8 @@ def features_section(best, config, settings, out_dir, rt):
     """Figure 3 (feature maps of one image per class) and Table 2 (non-positive shares) of the best run."""
     model = prepare_model(model_from_checkpoint(best.weights, best.best), Runtime(rt.device, bf16=False))
     modules, chosen = names_of(config["modules"]), feature_images(best, names_of(config["feature_classes"]))
-    data = {**best.config, "data_root": settings["root"], "loader": config["loader"], "cache_dir": config["cache_dir"]}
+    data = {**best.config, "data_root": settings["root"], "loader": config["loader"],
+            "cache_dir": config["cache_dir"]}
     lines = [f"## 6 Figure 3 and Table 2 (best run: {best.name})", "",
              f"The best run by validation mAP ({best.best_val_map:.4f}; the test split never chooses it)."]
     for folder in ("feature_maps", "feature_maps_visualization"):
@@ -404,7 +408,8 @@ def features_section(best, config, settings, out_dir, rt):
         lines += ["", f"No {TAG} image of {config['feature_classes']} for Figure 3."]
     batches = eval_loader(data, split_csv(settings["splits_dir"], TAG), rt.device, config["batch_size"], log=print)
     stats = count_non_positive(model, batches, modules, config["stat_images"], Runtime(rt.device, bf16=False))
-    header = f"Table 2: average percentage of non-positive (<= 0) values per module over the first {stats.images} {TAG} images (fp32)."
+    header = (f"Table 2: average percentage of non-positive (<= 0) values per module over the first "
+              f"{stats.images} {TAG} images (fp32).")
     return "\n".join(lines + ["", stats_table(stats.rows(modules), header)])
 
 
@@ -414,7 +419,8 @@ def pairs_lines(best, count):
     if not rows:
         return ["No test image is misclassified."]
     return [f"The most confused classes ({TAG} split):", "",
-            markdown_rows(["true class", "predicted as", "images", "share of the true class", "the other way"], rows)]
+            markdown_rows(["true class", "predicted as", "images", "share of the true class", "the other way"],
+                          rows)]
 
 
 def gallery_items(best, mistakes, config, settings, rt):
@@ -439,8 +445,10 @@ def mistakes_section(best, config, settings, out_dir, rt):
              "[mistakes.csv](mistakes.csv)."]
     if config["gallery"] and len(mistakes):
         items = gallery_items(best, mistakes, config, settings, rt)
-        title = f"{best.name}: the {len(items)} most confident {TAG} mistakes; heat map = Grad-CAM ({LAYER}) of the prediction"
-        write_figure(os.path.join(out_dir, "gallery.png"), gallery_figure(items, title), dpi=90, bbox_inches="tight")
+        title = (f"{best.name}: the {len(items)} most confident {TAG} mistakes; heat map = Grad-CAM ({LAYER}) "
+                 "of the prediction")
+        write_figure(os.path.join(out_dir, "gallery.png"), gallery_figure(items, title), dpi=90,
+                     bbox_inches="tight")
         lines += ["", f"The {len(items)} mistakes made with the highest confidence: each image, and beside it "
                   f"the Grad-CAM heat map (captum's LayerGradCam on {LAYER}) of the predicted class over it.", "",
                   "![gallery](gallery.png)"]
@@ -450,10 +458,18 @@ def mistakes_section(best, config, settings, out_dir, rt):
 # ---------------------------------------------------------------------------------------------
 # The report
 
-def section(heading, build):
-    """A section's text, or its heading and the sentence that says why it could not be made."""
+FIGURES = (
+    ("## 2 Figure 1", "Training and validation loss and accuracy per epoch; the dotted line is the epoch of the "
+     "saved weights (best validation mAP). All panels share their axes.", figure1, "figure1_curves.png"),
+    ("## 3 Figure 2", "Test loss per epoch, recorded during training for this plot; it never chose the weights.",
+     figure2, "figure2_test_loss.png"),
+)
+
+
+def section(heading, build, *args):
+    """``build(*args)``, a section's text, or its heading and the sentence that says why it could not be made."""
     try:
-        return build()
+        return build(*args)
     except cli.UserError as error:
         return f"{heading}\n\nNot available: {error}\n"
 
@@ -468,20 +484,15 @@ def split_info(settings):
 def build_sections(records, config, settings, info, out_dir, rt):
     """Every section's Markdown, in order; returns (sections, Table 1, best run)."""
     sections = [runs_section(records, info, settings)]
-    sections.append(section("## 2 Figure 1", lambda: figure_section(
-        "## 2 Figure 1", "Training and validation loss and accuracy per epoch; the dotted line is the epoch of the "
-        "saved weights (best validation mAP). All panels share their axes.", figure1, records, out_dir,
-        "figure1_curves.png")))
-    sections.append(section("## 3 Figure 2", lambda: figure_section(
-        "## 3 Figure 2", "Test loss per epoch, recorded during training for this plot; it never chose the weights.",
-        figure2, records, out_dir, "figure2_test_loss.png")))
+    sections += [section(heading, figure_section, heading, text, make, records, out_dir, file_name)
+                 for heading, text, make, file_name in FIGURES]
     table1 = table1_of(records)
-    sections.append(section("## 4 Table 1", lambda: table1_section(records, table1, out_dir)))
-    sections.append(section("## 5 Confusion matrices", lambda: confusion_section(records, out_dir)))
+    sections.append(section("## 4 Table 1", table1_section, records, table1, out_dir))
+    sections.append(section("## 5 Confusion matrices", confusion_section, records, out_dir))
     best = best_run(records)
     for heading, build in (("## 6 Figure 3 and Table 2", features_section),
                            ("## 7 Where the best run goes wrong", mistakes_section)):
-        sections.append(section(heading, lambda build=build: build(best, config, settings, out_dir, rt)) if best
+        sections.append(section(heading, build, best, config, settings, out_dir, rt) if best
                         else f"{heading}\n\nNot available: no run has test scores.\n")
     return sections, table1, best
 
@@ -503,7 +514,8 @@ def main(argv=None):
     out_dir = config["out_dir"]
     os.makedirs(out_dir, exist_ok=True)
     sections, table1, best = build_sections(records, config, settings, info, out_dir, rt)
-    title = f"# Report on `{os.path.abspath(folder)}`\n\nMade by `python report.py`; figures and tables beside this file.\n"
+    title = (f"# Report on `{os.path.abspath(folder)}`\n\n"
+             "Made by `python report.py`; its figures and tables lie beside this file.\n")
     path = os.path.join(out_dir, "report.md")
     write_text(path, "\n".join([title, *sections]))
     print(f"wrote {path} ({len(records)} run(s); best by validation mAP: {best.name if best else 'none'})")

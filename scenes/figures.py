@@ -79,7 +79,8 @@ def curves_grid(runs, epochs, top):
 def test_loss_grid(runs, epochs, top):
     """The report's Figure 2 over runs: per run (``(title, history rows)``) its test loss per epoch,
     recorded for the plot and never used to choose weights; the same axes in every panel."""
-    fig, panels = panel_grid(len(runs), "Figure 2: test loss per epoch (recorded only; never used to choose weights)")
+    title = "Figure 2: test loss per epoch (recorded only; never used to choose weights)"
+    fig, panels = panel_grid(len(runs), title)
     for ax, (title, history) in zip(panels, runs):
         ax.plot([row["epoch"] for row in history], [row["test_loss"] for row in history], color="C2", marker="o",
                 ms=3)
@@ -117,7 +118,8 @@ def save_confusion(confusion, class_names, path, title):
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(confusion):
-        ax.text(column, row, f"{count}\n{shares[row, column]:.0%}" if count else "0", ha="center", va="center", fontsize=8,
+        text = f"{count}\n{shares[row, column]:.0%}" if count else "0"
+        ax.text(column, row, text, ha="center", va="center", fontsize=8,
                 color="white" if shares[row, column] > 0.5 else "black")
     ticks = range(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")

@@ -11,8 +11,8 @@ def mistakes_table(scores, class_names):
     array = scores[class_names].to_numpy(np.float64)
     labels, predicted = scores["label"].to_numpy(), array.argmax(axis=1)
     names = np.array(class_names, dtype=object)
-    table = pd.DataFrame({"path": scores["path"].to_numpy(), "label": names[labels], "prediction": names[predicted],
-                          "confidence": array.max(axis=1)})
+    table = pd.DataFrame({"path": scores["path"].to_numpy(), "label": names[labels],
+                          "prediction": names[predicted], "confidence": array.max(axis=1)})
     table = pd.concat([table, scores[class_names].reset_index(drop=True)], axis=1)[predicted != labels]
     return table.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
 

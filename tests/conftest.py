@@ -59,6 +59,13 @@ def real_data():
     return REAL_DATA
 
 
+def split_image_set(base, per_class=12, val_size=0.25, test_size=0.25):
+    """A generated six-class set (40x40) in base/images and its splits in base/splits; returns splits_dir."""
+    root = make_demo_dataset(str(base / "images"), per_class=per_class, size=40)
+    make_splits(root, str(base / "splits"), val_size=val_size, test_size=test_size, seed=0, log=lambda *a: None)
+    return str(base / "splits")
+
+
 def train_args(splits_dir, tmp_path, *extra):
     """Arguments for a short, small CPU training run inside tmp_path."""
     return [f"--splits_dir={splits_dir}", f"--checkpoints_dir={tmp_path / 'checkpoints'}",
