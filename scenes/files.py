@@ -11,13 +11,14 @@ import os
 from scenes.cli import UserError
 
 
-def write_atomically(path, write):
+def write_atomically(path, write, shared=False):
     """Call ``write(binary_file)`` on a temporary file, flush it to disk, then rename it to ``path``.
 
     Any failure removes the temporary file and leaves the previous file as it was; an OSError (a
-    full disk, a folder that cannot be written) becomes a UserError that says so.
+    full disk, a folder that cannot be written) becomes a UserError that says so. ``shared``: other
+    processes may write the same file at once (a cache), so the temporary name is this process's.
     """
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{os.getpid()}.tmp" if shared else f"{path}.tmp"
     try:
         with open(tmp, "wb") as f:
             write(f)

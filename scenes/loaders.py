@@ -114,7 +114,7 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     if not os.path.exists(path) and build:
         os.makedirs(cache_dir, exist_ok=True)
         log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
-        write_atomically(path, lambda f: fill_cache(f, root, samples, size))
+        write_atomically(path, lambda f: fill_cache(f, root, samples, size), shared=True)
         for outdated in set(glob.glob(f"{glob.escape(prefix)}*.u8")) - {path}:  # older images of this split
             with contextlib.suppress(OSError):  # a run still reading one keeps its open file (POSIX)
                 os.remove(outdated)
