@@ -31,7 +31,7 @@ from scenes import cli
 from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, slim
 from scenes.features import capture_outputs, count_non_positive, image_maps, save_feature_maps, stats_table
 from scenes.figures import curves_grid, gallery_figure, save_confusion, test_loss_grid
-from scenes.files import write_figure, write_table, write_text
+from scenes.files import sub_folders, write_figure, write_table, write_text
 from scenes.gradcam import LAYER, grad_cam, gradcam_model
 from scenes.images import load_image
 from scenes.loaders import eval_loader
@@ -131,8 +131,8 @@ def run_dirs(folder):
     """The run folders of a checkpoints folder (or the folder itself when it is one run)."""
     if any(os.path.exists(os.path.join(folder, name)) for name in RUN_FILES):
         return [folder]
-    found = sorted(e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
-                   and any(os.path.exists(os.path.join(e.path, name)) for name in RUN_FILES))
+    found = [path for path in sub_folders(folder)
+             if any(os.path.exists(os.path.join(path, name)) for name in RUN_FILES)]
     if not found:
         raise cli.UserError(f"{folder!r} holds no run folders (none with best.pth, last.pth or metrics.csv); "
                             "train first (python train.py).")

@@ -235,7 +235,8 @@ def build_run(config, rt, run_dir, started):
     plan = EpochPlan(config, config["epochs"], len(loaders["train"]), started)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
     eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
-    after_step = ema_updater(eval_model, model, ema_decay(config, plan.steps_per_epoch)) if eval_model is not model else (lambda: None)
+    after_step = (ema_updater(eval_model, model, ema_decay(config, plan.steps_per_epoch))
+                  if eval_model is not model else (lambda: None))
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     return Run(config, rt, run_dir, model, eval_model, loaders, calibration, optimizer, scheduler, plan,
                after_step, criterion, batch_mixer(len(config["class_names"])), log)

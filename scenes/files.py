@@ -34,6 +34,14 @@ def write_atomically(path, write, shared=False):
         raise UserError(f"could not save {path}: {reason}; the previous file there is untouched.") from None
 
 
+def sub_folders(path):
+    """The paths of a folder's sub-folders that are not hidden, sorted by name; [] if it is no folder."""
+    if not os.path.isdir(path):
+        return []
+    return sorted((e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")),
+                  key=os.path.basename)
+
+
 def write_text(path, text):
     write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 

@@ -13,7 +13,7 @@ from scenes.checkpoints import check_class_names, load_checkpoint, model_from_ch
 from scenes.cli import UserError
 from scenes.evaluation import evaluate
 from scenes.figures import save_confusion
-from scenes.files import write_table
+from scenes.files import sub_folders, write_table
 from scenes.loaders import eval_loader
 from scenes.metrics import score_metrics, softmax_scores
 from scenes.runtime import prepare_model
@@ -38,7 +38,7 @@ def find_checkpoints(arguments):
         if not os.path.isdir(argument):
             raise UserError(f"checkpoint {argument!r} does not exist.")
         run_dirs = [argument] if any(os.path.isfile(os.path.join(argument, f)) for f in ("best.pth", "last.pth")) \
-            else sorted(e.path for e in os.scandir(argument) if e.is_dir() and not e.name.startswith("."))
+            else sub_folders(argument)
         found = [next((os.path.join(d, f) for f in ("best.pth", "last.pth") if os.path.isfile(os.path.join(d, f))),
                       None) for d in run_dirs]
         found = [path for path in found if path]

@@ -11,7 +11,7 @@ import json
 import os
 
 from scenes.cli import UserError
-from scenes.files import write_atomically
+from scenes.files import sub_folders, write_atomically
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLITS = ("train", "validation", "test")
@@ -25,9 +25,7 @@ def is_image_name(name):
 
 def class_folders(root):
     """The class names of a dataset root: its sub-folders that are not hidden, sorted; [] if no folder."""
-    if not os.path.isdir(root):
-        return []
-    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    return [os.path.basename(path) for path in sub_folders(root)]
 
 
 def split_csv(splits_dir, split):
