@@ -13,27 +13,26 @@ Run as a script, it prints the split's images per class and writes a preview PNG
 --num_images images of the split as training augments them (top row) and as evaluation sees them
 (bottom row), un-normalised.
 """
-import os
 
 import torch
 
 from scenes import cli
 from scenes.dataset import NatureTypesDataset
-from scenes.files import pyplot, write_figure
+from scenes.files import ensure_file_folder, pyplot, write_figure
 from scenes.splits import read_split_info, split_csv
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
 __all__ = ["NatureTypesDataset", "build_transforms"]
 
 # --- settings ---
-split = "train"  # train | validation | test
+split = "train"  # the split to look at [one of train, validation, test]
 splits_dir = "splits"  # folder with the split CSVs (python main.py makes it)
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
-image_size = 128  # pixels (square) of the training crops, as train.py's image_size
-eval_image_size = 160  # pixels (square) of evaluation, as train.py's eval_image_size
-crop_min_scale = 0.35  # smallest area fraction of a random resized crop, as train.py's
-num_images = 8  # images in the preview
-seed = 0  # seeds the preview's augmentation
+image_size = 128  # pixels (square) of the training crops, as train.py's image_size [16 to 1024]
+eval_image_size = 160  # pixels (square) of evaluation, as train.py's eval_image_size [16 to 1024]
+crop_min_scale = 0.35  # smallest area fraction of a random resized crop, as train.py's [> 0 and <= 1]
+num_images = 8  # images in the preview [>= 1]
+seed = 0  # seeds the preview's augmentation [>= 0]
 out = "results/preview.png"  # the preview PNG
 # --- end of settings ---
 
@@ -64,6 +63,7 @@ def save_preview(dataset, config, path):
 
 def main(argv=None):
     config, _ = cli.parse(__file__, __doc__, argv)
+    ensure_file_folder(config["out"], "out")
     info = read_split_info(config["splits_dir"])
     root = config["data_root"] or info["data_root"]
     config.update(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
@@ -74,7 +74,6 @@ def main(argv=None):
     for name, count in zip(info["class_names"], counts.tolist()):
         print(f"  {name:<12}{count:>6}")
     if len(dataset):
-        os.makedirs(os.path.dirname(os.path.abspath(config["out"])), exist_ok=True)
         save_preview(dataset, config, config["out"])
         print(f"preview of the first {min(config['num_images'], len(dataset))} images: {config['out']}")
     return dataset

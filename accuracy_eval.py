@@ -27,27 +27,26 @@ import os
 import pandas as pd
 
 from scenes import cli
-from scenes.files import write_table, write_text
+from scenes.files import ensure_folder, write_table, write_text
 from scenes.runtime import runtime
 from scenes.scoring import (COMPARISON_FORMAT, check_all, comparison_table, data_tag, find_checkpoints,
                             markdown_table, run_names, save_scores, score_checkpoint, score_stem, table_row,
                             verify_scores)
-from scenes.splits import SPLITS
 from scenes.transforms import eval_size
 
 # --- settings ---
-split = "test"  # test | validation (| train); ignored with --csv
+split = "test"  # the split to evaluate; ignored with --csv [one of test, validation, train]
 splits_dir = "splits"  # folder with train.csv, validation.csv, test.csv (python main.py makes it)
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from (the checkpoint's with --csv)
 csv = ""  # any CSV in the split format to evaluate instead of the split (paths relative to --data_root)
 out_dir = "results"  # where comparison_<split>.csv and .md go
 verify = False  # predict again and compare with the saved score files instead of evaluating
-tolerance = 1e-4  # largest absolute difference of one softmax score that --verify accepts
-batch_size = 256  # images per evaluation batch (the metrics do not depend on it)
-loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
+tolerance = 1e-4  # largest absolute difference of one softmax score that --verify accepts [>= 0]
+batch_size = 256  # images per evaluation batch (the metrics do not depend on it) [>= 1]
+loader = "cached"  # cached: decoded once into a uint8 file; plain: PIL per item [one of cached, plain]
 cache_dir = "cache"  # where the cached loader keeps decoded images
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
+precision = "auto"  # auto: bf16 where the hardware is fast at it [one of auto, bf16, fp32]
 # --- end of settings ---
 
 
@@ -86,7 +85,6 @@ def check_verified(differences, tolerance):
 def write_comparison(rows, out_dir, tag, caption):
     """The comparison table (the report's Table 1) as CSV and Markdown in ``out_dir``; returns it."""
     table = comparison_table(rows)
-    os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, f"comparison_{tag}")
     write_table(f"{base}.csv", table, float_format=COMPARISON_FORMAT)
     write_text(f"{base}.md", markdown_table(table, caption))
@@ -98,10 +96,7 @@ def main(argv=None):
     """Evaluate (returns the comparison table) or, with --verify, check the saved scores (returns the
     largest absolute difference per run)."""
     settings, _, arguments = cli.parse(__file__, __doc__, argv, positional=True)
-    if settings["split"] not in SPLITS:
-        raise cli.UserError(f"--split takes {', '.join(SPLITS)}, not {settings['split']!r}.")
-    if settings["batch_size"] < 1 or not settings["tolerance"] >= 0:
-        raise cli.UserError("--batch_size must be at least 1 and --tolerance at least 0.")
+    ensure_folder(settings["out_dir"], "out_dir")
     paths = find_checkpoints(arguments)
     rt = runtime(settings["device"], settings["precision"])
     if rt.world > 1:

@@ -54,18 +54,18 @@ from scenes.transforms import build_transforms
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = ../shared/data/intel-scenes or $INTEL_SCENES, else demo images
 sizes = "150,128"  # image sizes (pixels, square), comma-separated: 150 = the images' own, 128 = train.py's image_size
-batch_size = 128  # training images per step, both paths (train.py's default is 64; 128 keeps the cores busier)
-train_steps = 10  # timed training steps per path and size
-eval_images = 1024  # images evaluated (timed) per path and size, in whole batches of train.py's eval_batch_size
-warmup_steps = 2  # untimed training steps before timing starts (evaluation: one batch)
-num_workers = 2  # DataLoader worker processes of the plain path
+batch_size = 128  # training images per step, both paths (train.py's default is 64; 128 keeps the cores busier) [>= 1]
+train_steps = 10  # timed training steps per path and size [>= 1]
+eval_images = 1024  # images evaluated (timed) per path and size, in whole batches of train.py's eval_batch_size [>= 1]
+warmup_steps = 2  # untimed training steps before timing starts (evaluation: one batch) [>= 0]
+num_workers = 2  # DataLoader worker processes of the plain path [>= 0]
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 json = ""  # also write the results to this JSON file
-max_images = 0  # use at most this many images of the folder; 0 = as many as the steps need
+max_images = 0  # use at most this many images of the folder; 0 = as many as the steps need [>= 0]
 cache_dir = ""  # the default path's uint8 cache; "" = a temporary folder (built, timed, then removed)
 compile = False  # torch.compile the default path's model (its warm-up then includes compiling)
-peak_matmul_size = 4096  # n of the n x n matmuls that measure the machine's bf16 and fp32 peak
-seed = 0  # picks the images and seeds the models and the shuffling
+peak_matmul_size = 4096  # n of the n x n matmuls that measure the machine's bf16 and fp32 peak [>= 1]
+seed = 0  # picks the images and seeds the models and the shuffling [>= 0]
 ablate = False  # also time the default path without each CPU speed-up, side by side (on a CPU)
 # --- end of settings ---
 
@@ -581,9 +581,6 @@ def summary(results, image_sizes):
 def main(argv=None):
     config, _ = cli.parse(__file__, __doc__, argv)
     image_sizes = parse_sizes(config["sizes"])
-    if min(config["batch_size"], config["train_steps"], config["eval_images"]) < 1 or config["warmup_steps"] < 0:
-        raise cli.UserError("--batch_size, --train_steps and --eval_images must be at least 1, "
-                            "--warmup_steps at least 0.")
     if config["json"] and not os.path.isdir(os.path.dirname(os.path.abspath(config["json"]))):
         raise cli.UserError(f"--json={config['json']}: its folder does not exist.")
     train_defaults = cli.defaults(train.__file__)

@@ -30,9 +30,9 @@ DEFAULT_TEST_SIZE = 2000 / 17034
 # --- settings ---
 data_root = "data"  # folder of class sub-folders
 splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_info.json go
-val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034)
-test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034)
-seed = 0  # seeds the split
+val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
+test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
+seed = 0  # seeds the split [>= 0]
 # --- end of settings ---
 
 

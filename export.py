@@ -27,7 +27,7 @@ import torch
 from scenes import cli
 from scenes.checkpoints import load_checkpoint, model_from_checkpoint
 from scenes.evaluation import predict
-from scenes.files import write_atomically
+from scenes.files import ensure_file_folder, write_atomically
 from scenes.metrics import softmax_scores
 from scenes.prediction import FileLoader, find_images
 from scenes.runtime import Runtime, prepare_model
@@ -38,21 +38,13 @@ from scenes.transforms import build_transforms, eval_size
 checkpoint = "checkpoints/default/best.pth"  # the trained model (a run's best.pth)
 out = "model.onnx"  # the ONNX file to write
 images = ""  # folder (or image, or glob) of images to check the file on; "" = the checkpoint's test split
-count = 64  # images the check runs, evenly spread over them (all if there are fewer)
-tolerance = 1e-4  # largest absolute softmax difference from PyTorch (float32) that the check accepts
-batch_size = 32  # images per batch in the check
+count = 64  # images the check runs, evenly spread over them (all if there are fewer) [>= 1]
+tolerance = 1e-4  # largest absolute softmax difference from PyTorch (float32) that the check accepts [>= 0]
+batch_size = 32  # images per batch in the check [>= 1]
 # --- end of settings ---
 
 CPU_FP32 = Runtime(torch.device("cpu"), bf16=False)
 INPUT, OUTPUT = "images", "logits"
-
-
-def check_settings(settings):
-    """Refuse settings out of range with a sentence, before anything is read."""
-    if settings["count"] < 1 or settings["batch_size"] < 1:
-        raise cli.UserError("--count and --batch_size must be at least 1.")
-    if not settings["tolerance"] >= 0:
-        raise cli.UserError(f"--tolerance must be at least 0, not {settings['tolerance']:g}.")
 
 
 def check_paths(config, settings):
@@ -107,10 +99,10 @@ def onnx_model(model, size, props):
     return proto
 
 
-def compare(path, model, batches):
-    """(largest absolute softmax difference, images with the same top-1 class) of the ONNX file at
-    ``path`` against PyTorch in float32 on the CPU, on ``batches``."""
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+def compare(onnx_bytes, model, batches):
+    """(largest absolute softmax difference, images with the same top-1 class) of the serialized
+    ONNX model against PyTorch in float32 on the CPU, on ``batches``."""
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     torch_logits, _ = predict(prepare_model(copy.deepcopy(model), CPU_FP32), batches, CPU_FP32)
     onnx_logits = torch.cat([torch.from_numpy(session.run([OUTPUT], {INPUT: images.contiguous().numpy()})[0])
                              for images, _ in batches])
@@ -123,25 +115,25 @@ def compare(path, model, batches):
 def main(argv=None):
     """Export and check; returns (largest softmax difference, images with the same top-1 class, images)."""
     settings, _ = cli.parse(__file__, __doc__, argv)
-    check_settings(settings)
+    ensure_file_folder(settings["out"], "out")
     checkpoint = load_checkpoint(settings["checkpoint"])
     config = checkpoint["config"]
     model = model_from_checkpoint(checkpoint, settings["checkpoint"])
     batches = check_batches(check_paths(config, settings), config, settings["batch_size"])
     source = settings["images"] or config["test_csv"]
     proto = onnx_model(model, eval_size(config), metadata(config, checkpoint["epoch"]))
-    path = settings["out"]
-    write_atomically(path, lambda f: f.write(proto.SerializeToString()))
-    difference, same_top1 = compare(path, model, batches)
+    path, onnx_bytes = settings["out"], proto.SerializeToString()
+    difference, same_top1 = compare(onnx_bytes, model, batches)
     total = sum(len(images) for images, _ in batches)
-    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB): {INPUT} float32 (N, 3, {eval_size(config)}, "
+    print(f"exported {len(onnx_bytes) / 1e6:.1f} MB: {INPUT} float32 (N, 3, {eval_size(config)}, "
           f"{eval_size(config)}) -> {OUTPUT} (N, {len(config['class_names'])})\nchecked on {total} images of "
           f"{source} against PyTorch (float32, CPU): largest softmax difference {difference:.3g} (tolerance "
           f"{settings['tolerance']:g}), top-1 the same on {same_top1}/{total}")
     if not difference <= settings["tolerance"]:
-        os.remove(path)
         raise cli.UserError(f"the ONNX model's scores differ from PyTorch's by {difference:.3g}, more than "
-                            f"--tolerance={settings['tolerance']:g}; {path} was removed.")
+                            f"--tolerance={settings['tolerance']:g}; {path} was not written.")
+    write_atomically(path, lambda f: f.write(onnx_bytes))
+    print(f"wrote {path}")
     return difference, same_top1, total
 
 

@@ -30,32 +30,32 @@ from scenes import cli
 from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
 from scenes.features import NonPositiveStats, capture_outputs, check_module_names, image_maps, save_feature_maps, \
     stats_table
-from scenes.files import write_text
+from scenes.files import ensure_folder, write_text
 from scenes.loaders import eval_loader
 from scenes.models import build_model, imagenet_weights
 from scenes.runtime import prepare_model, runtime
-from scenes.splits import SPLITS, read_split_csv, read_split_info, split_csvs
+from scenes.splits import read_split_csv, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_size
 
 # --- settings ---
 checkpoint = ""  # a checkpoint of this project (.pth), or "pretrained" for torchvision's ImageNet model
 modules = "layer1.0.conv1,layer2.0.conv1,layer3.0.conv1,layer4.0.conv1,layer4.1.conv2"  # comma-separated names
 list_modules = False  # print the module names of the model and stop
-split = "test"  # train | validation | test
+split = "test"  # the split the images come from [one of train, validation, test]
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
 splits_dir = ""  # folder with the split CSVs; "" = the checkpoint's (splits/ for pretrained)
 out_dir = "."  # feature_maps/, feature_maps_visualization/ and non_positive_stats.txt go here
-num_images = 10  # images (the first of the split) drawn as feature maps
-channels = 8  # channels per module in the overview figure (the first ones)
-stat_images = 200  # images (the first of the split) in the non-positive statistics
-batch_size = 100  # images per forward pass
+num_images = 10  # images (the first of the split) drawn as feature maps [>= 1]
+channels = 8  # channels per module in the overview figure (the first ones) [>= 1]
+stat_images = 200  # images (the first of the split) in the non-positive statistics [>= 1]
+batch_size = 100  # images per forward pass [>= 1]
 arch = "resnet18"  # architecture of --checkpoint=pretrained
 weights_file = ""  # ImageNet weights for --checkpoint=pretrained offline; "" = torchvision's cache
-image_size = 150  # pixels (square) for --checkpoint=pretrained; a checkpoint uses its own
-loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
+image_size = 150  # pixels (square) for --checkpoint=pretrained; a checkpoint uses its own [16 to 1024]
+loader = "cached"  # cached: decoded once into a uint8 file; plain: PIL per item [one of cached, plain]
 cache_dir = "cache"  # where the cached loader keeps decoded images
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-precision = "fp32"  # fp32 (exact signs) | auto (bf16 where the hardware is fast at it) | bf16
+precision = "fp32"  # fp32 gives exact signs; auto: bf16 where the hardware is fast at it [one of fp32, auto, bf16]
 # --- end of settings ---
 
 PRETRAINED_ONLY = ("arch", "weights_file", "image_size")
@@ -84,8 +84,6 @@ def checkpoint_setup(config, overrides):
 
 def pretrained_setup(config):
     """torchvision's ImageNet model as it is (1000 classes) with ImageNet mean/std at --image_size."""
-    if config["image_size"] < 16:
-        raise cli.UserError("--image_size must be at least 16.")
     model = build_model(config["arch"], 1000)
     model.load_state_dict(imagenet_weights(config["arch"], config["weights_file"]))
     splits_dir = config["splits_dir"] or "splits"
@@ -99,12 +97,8 @@ def pretrained_setup(config):
 def check_settings(config, names):
     if not config["checkpoint"]:
         raise cli.UserError("name the weights to look into: --checkpoint=PATH/best.pth or --checkpoint=pretrained.")
-    if config["split"] not in SPLITS:
-        raise cli.UserError(f"--split takes {', '.join(SPLITS)}, not {config['split']!r}.")
     if not names and not config["list_modules"]:
         raise cli.UserError("--modules names no module; give comma-separated names such as layer1.0.conv1.")
-    if min(config["num_images"], config["channels"], config["stat_images"], config["batch_size"]) < 1:
-        raise cli.UserError("--num_images, --channels, --stat_images and --batch_size must be at least 1.")
 
 
 def look_inside(model, batches, samples, names, data, config, rt, described):
@@ -137,6 +131,7 @@ def main(argv=None):
     config, overrides = cli.parse(__file__, __doc__, argv)
     names = [name.strip() for name in config["modules"].split(",") if name.strip()]
     check_settings(config, names)
+    ensure_folder(config["out_dir"], "out_dir")
     if config["checkpoint"] == "pretrained":
         model, data, described = pretrained_setup(config)
     else:

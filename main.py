@@ -24,9 +24,9 @@ from scenes.splits import class_folders
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = data/ if it has any, else the generated demo set
 splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_info.json go
-val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034)
-test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034)
-seed = 0  # seeds the split
+val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
+test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
+seed = 0  # seeds the split [>= 0]
 steps = "split,train,evaluate,features,report"  # comma-separated steps to run, in this order
 # --- end of settings ---
 

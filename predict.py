@@ -24,7 +24,7 @@ from tqdm import tqdm
 from scenes import cli
 from scenes.checkpoints import load_checkpoint, model_from_checkpoint
 from scenes.evaluation import predict
-from scenes.files import write_table
+from scenes.files import ensure_file_folder, write_table
 from scenes.metrics import softmax_scores
 from scenes.prediction import FileLoader, find_images, read_path_list, scores_table, topk_lines
 from scenes.runtime import prepare_model, runtime
@@ -33,14 +33,14 @@ from scenes.transforms import build_transforms, eval_size
 
 # --- settings ---
 checkpoint = "checkpoints/default/best.pth"  # the trained model (a run's best.pth)
-topk = 1  # classes printed per image, most likely first (1 to the number of classes)
+topk = 1  # classes printed per image, most likely first (1 to the number of classes) [>= 1]
 out = ""  # CSV to write: path, predicted class, its score, one softmax score per class; "" = none
 list_file = ""  # a text file of more paths (images, folders or globs), one a line; "" = none
-tta_flip = "auto"  # auto (as the checkpoint is evaluated) | true | false: logits of each image and its mirror averaged
-batch_size = 64  # images per batch (the scores do not depend on it)
-workers = 0  # threads that decode images; 0 = one per CPU core, at most 8
+tta_flip = "auto"  # logits of each image and its mirror averaged; auto: as the checkpoint is evaluated [one of auto, true, false]
+batch_size = 64  # images per batch (the scores do not depend on it) [>= 1]
+workers = 0  # threads that decode images; 0 = one per CPU core, at most 8 [>= 0]
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
+precision = "auto"  # auto: bf16 where the hardware is fast at it [one of auto, bf16, fp32]
 # --- end of settings ---
 
 
@@ -50,10 +50,6 @@ def check_settings(settings, arguments, class_names):
         raise cli.UserError("name the images to label: files, folders or globs (or --list_file=FILE); see --help.")
     if not 1 <= settings["topk"] <= len(class_names):
         raise cli.UserError(f"--topk takes 1 to {len(class_names)} (the checkpoint's classes), not {settings['topk']}.")
-    if settings["batch_size"] < 1 or settings["workers"] < 0:
-        raise cli.UserError("--batch_size must be at least 1 and --workers at least 0.")
-    if settings["tta_flip"] not in ("auto", "true", "false"):
-        raise cli.UserError(f"--tta_flip takes auto, true or false, not {settings['tta_flip']!r}.")
 
 
 def uses_tta_flip(settings, config):
@@ -79,6 +75,8 @@ def main(argv=None):
     checkpoint = load_checkpoint(settings["checkpoint"])
     config, class_names = checkpoint["config"], checkpoint["config"]["class_names"]
     check_settings(settings, arguments, class_names)
+    if settings["out"]:
+        ensure_file_folder(settings["out"], "out")
     list_paths = read_path_list(settings["list_file"]) if settings["list_file"] else []
     paths = find_images(arguments + list_paths)
     rt = runtime(settings["device"], settings["precision"])

@@ -31,7 +31,7 @@ from scenes import cli
 from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, slim
 from scenes.features import capture_outputs, count_non_positive, image_maps, save_feature_maps, stats_table
 from scenes.figures import curves_grid, gallery_figure, save_confusion, test_loss_grid
-from scenes.files import sub_folders, write_figure, write_table, write_text
+from scenes.files import ensure_folder, sub_folders, write_figure, write_table, write_text
 from scenes.gradcam import LAYER, grad_cam, gradcam_model
 from scenes.images import load_image
 from scenes.loaders import eval_loader
@@ -48,14 +48,14 @@ from train import REPORT_PRESETS
 out_dir = "results/report"  # report.md and its PNGs go here
 splits_dir = "splits"  # folder with the split CSVs the runs were trained on (python main.py makes it)
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
-gallery = 16  # the best run's most confident test mistakes shown with Grad-CAM (0 = none)
-pairs = 6  # most confused class pairs listed
+gallery = 16  # the best run's most confident test mistakes shown with Grad-CAM (0 = none) [>= 0]
+pairs = 6  # most confused class pairs listed [>= 0]
 feature_classes = "buildings,mountain"  # Figure 3 shows the first test image of each of these classes
 modules = "layer1.0.conv1,layer2.0.conv1,layer3.0.conv1,layer4.0.conv1,layer4.1.conv2"  # of Figure 3 and Table 2
-channels = 8  # channels per module in Figure 3
-stat_images = 200  # test images (the first of the split) in Table 2
-batch_size = 256  # images per evaluation batch (the metrics do not depend on it)
-loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
+channels = 8  # channels per module in Figure 3 [>= 1]
+stat_images = 200  # test images (the first of the split) in Table 2 [>= 1]
+batch_size = 256  # images per evaluation batch (the metrics do not depend on it) [>= 1]
+loader = "cached"  # cached: decoded once into a uint8 file; plain: PIL per item [one of cached, plain]
 cache_dir = "cache"  # where the cached loader keeps decoded images
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
 precision = "auto"  # of evaluating runs without saved scores (Figure 3, Table 2 and Grad-CAM run in fp32)
@@ -105,14 +105,8 @@ def check_settings(config, positionals):
     """Refuse settings that cannot make a report; returns the checkpoints folder."""
     if len(positionals) > 1:
         raise cli.UserError(f"name one checkpoints folder, not {len(positionals)}: {' '.join(positionals)}.")
-    if min(config["gallery"], config["pairs"]) < 0:
-        raise cli.UserError("--gallery and --pairs must be 0 or more.")
-    if min(config["channels"], config["stat_images"], config["batch_size"]) < 1:
-        raise cli.UserError("--channels, --stat_images and --batch_size must be at least 1.")
     if not names_of(config["modules"]):
         raise cli.UserError("--modules names no module; give comma-separated names such as layer1.0.conv1.")
-    if config["loader"] not in ("cached", "plain"):
-        raise cli.UserError(f"--loader takes cached or plain, not {config['loader']!r}.")
     folder = positionals[0] if positionals else "checkpoints"
     if not os.path.isdir(folder):
         raise cli.UserError(f"checkpoints folder {folder!r} does not exist; train first (python train.py) or "
@@ -500,6 +494,7 @@ def build_sections(records, config, settings, info, out_dir, rt):
 def main(argv=None):
     config, _, positionals = cli.parse(__file__, __doc__, argv, positional=True)
     folder = check_settings(config, positionals)
+    ensure_folder(config["out_dir"], "out_dir")
     rt = runtime(config["device"], config["precision"])
     if rt.world > 1:
         raise cli.UserError("report.py runs as one process: start it with python, not torchrun.")
@@ -512,7 +507,6 @@ def main(argv=None):
         for record in records:
             record.problems.append(f"no test scores: {no_split}")
     out_dir = config["out_dir"]
-    os.makedirs(out_dir, exist_ok=True)
     sections, table1, best = build_sections(records, config, settings, info, out_dir, rt)
     title = (f"# Report on `{os.path.abspath(folder)}`\n\n"
              "Made by `python report.py`; its figures and tables lie beside this file.\n")

@@ -29,7 +29,7 @@ from scenes import cli
 from scenes.checkpoints import RunLock, load_checkpoint, save_checkpoint
 from scenes.evaluation import evaluate, gather_split, recalibrate_batch_norms
 from scenes.figures import save_curves
-from scenes.files import write_json, write_text
+from scenes.files import ensure_folder, write_json, write_text
 from scenes.loaders import build_loader, source_of
 from scenes.metrics import classification_metrics
 from scenes.models import build_model, load_weights
@@ -49,34 +49,34 @@ arch = "resnet18"  # torchvision ResNet: resnet18, resnet34, resnet50, ...
 pretrained = False  # start from torchvision's ImageNet weights, final layer replaced
 zero_init_residual = False  # from scratch: each residual block's last BatchNorm starts at zero
 weights_file = ""  # local ImageNet weights for offline use; "" = torchvision's cache or download
-epochs = 30  # passes over the training split
-time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (under {SHORT_BUDGET_MIN}: 112 px from 144 px images)
-image_size = 128  # pixels (square) of the training crops (at the end of progressive resizing)
-progressive_min_size = 96  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs
-eval_image_size = 160  # pixels (square) for validation, test and evaluation; 0 = image_size
-batch_size = 64  # images per optimizer step, split among torchrun processes
-eval_batch_size = 256  # images per evaluation batch
-optimizer = "sgd"  # sgd (Nesterov momentum) | adam | adamw
-lr = 0.05  # peak learning rate
-momentum = 0.9  # SGD momentum
-weight_decay = 5e-4  # L2 penalty on weights (not on norms and biases)
-schedule = "cosine"  # cosine (after a linear warm-up) | constant
-warmup_epochs = 1.0  # linear warm-up, in epochs
-label_smoothing = 0.1  # cross-entropy label smoothing
+epochs = 30  # passes over the training split [>= 1]
+time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (under {SHORT_BUDGET_MIN}: 112 px from 144 px images) [>= 0]
+image_size = 128  # pixels (square) of the training crops (at the end of progressive resizing) [16 to 1024]
+progressive_min_size = 96  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs [0 or 16 to 1024]
+eval_image_size = 160  # pixels (square) for validation, test and evaluation; 0 = image_size [0 or 16 to 1024]
+batch_size = 64  # images per optimizer step, split among torchrun processes [>= 1]
+eval_batch_size = 256  # images per evaluation batch [>= 1]
+optimizer = "sgd"  # sgd uses Nesterov momentum [one of sgd, adam, adamw]
+lr = 0.05  # peak learning rate [>= 0]
+momentum = 0.9  # SGD momentum [>= 0 and < 1]
+weight_decay = 5e-4  # L2 penalty on weights (not on norms and biases) [>= 0]
+schedule = "cosine"  # cosine follows a linear warm-up [one of cosine, constant]
+warmup_epochs = 1.0  # linear warm-up, in epochs [>= 0]
+label_smoothing = 0.1  # cross-entropy label smoothing [>= 0 and < 1]
 augment = True  # random resized crops and horizontal flips for training
-crop_min_scale = 0.35  # smallest area fraction of a random resized crop
-mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of {MIX_MIN_EPOCHS}+ epochs
-mix_until = 1.0  # mixing stops after this fraction of the planned epochs (the rest train on unmixed batches)
-precise_bn_images = 512  # > 0: before each evaluation, BatchNorm statistics are re-estimated on this many clean training images at the evaluation size
-ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs
+crop_min_scale = 0.35  # smallest area fraction of a random resized crop [> 0 and <= 1]
+mix_prob = 0.5  # share of batches mixed (MixUp or CutMix, alpha 1, half each) from epoch 2 of runs of {MIX_MIN_EPOCHS}+ epochs [0 to 1]
+mix_until = 1.0  # mixing stops after this fraction of the planned epochs (the rest train on unmixed batches) [0 to 1]
+precise_bn_images = 512  # > 0: before each evaluation, BatchNorm statistics are re-estimated on this many clean training images at the evaluation size [>= 0]
+ema_epochs = 0.0  # > 0: evaluate and save an exponential moving average of the weights over about this many epochs [>= 0]
 tta_flip = False  # evaluate on each image and its mirror image, logits averaged
-loader = "cached"  # cached (decoded once into a uint8 file) | plain (PIL per item)
+loader = "cached"  # cached: decoded once into a uint8 file; plain: PIL per item [one of cached, plain]
 cache_dir = "cache"  # where the cached loader keeps decoded images
-num_workers = 0  # DataLoader worker processes of the plain loader
+num_workers = 0  # DataLoader worker processes of the plain loader [>= 0]
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-precision = "auto"  # auto (bf16 where the hardware is fast at it) | bf16 | fp32
+precision = "auto"  # auto: bf16 where the hardware is fast at it [one of auto, bf16, fp32]
 compile = False  # torch.compile the model
-seed = 0  # seeds the weights, the shuffling and the augmentation
+seed = 0  # seeds the weights, the shuffling and the augmentation [>= 0]
 restart = False  # start the run over instead of resuming from its last.pth
 # --- end of settings ---
 
@@ -121,16 +121,6 @@ def resolve_config(config, overrides):
     config["class_names"] = info["class_names"]
     config.update(split_csvs(config["splits_dir"]))
     config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    if config["optimizer"] not in ("sgd", "adam", "adamw"):
-        raise cli.UserError(f"--optimizer takes sgd, adam or adamw, not {config['optimizer']!r}.")
-    if config["schedule"] not in ("cosine", "constant"):
-        raise cli.UserError(f"--schedule takes cosine or constant, not {config['schedule']!r}.")
-    if min(config["image_size"], config["eval_image_size"] or 16) < 16 or config["batch_size"] < 1 \
-            or config["epochs"] < 1:
-        raise cli.UserError("--image_size and --eval_image_size must be at least 16, --batch_size and --epochs "
-                            "at least 1.")
-    if not (0 <= config["mix_prob"] <= 1 and 0 <= config["mix_until"] <= 1):
-        raise cli.UserError("--mix_prob and --mix_until take a fraction from 0 to 1.")
     return config
 
 
@@ -445,8 +435,8 @@ def train(config):
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
     check_splits(config)
-    run_dir = os.path.join(config["checkpoints_dir"], config["run"])
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
+    ensure_folder(run_dir, "run", f"the run folder {run_dir}")
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
         if not resume_or_start(run):

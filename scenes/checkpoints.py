@@ -19,6 +19,16 @@ from scenes.models import build_model, load_weights
 
 REQUIRED_KEYS = ("model", "config", "epoch")
 REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
+# What each required config value must be, said as the refusal says it.
+CONFIG_TYPES = {
+    "arch": ("a name", lambda v: isinstance(v, str) and v != ""),
+    "class_names": ("a list of class names", lambda v: isinstance(v, list) and len(v) > 0
+                    and all(isinstance(n, str) for n in v)),
+    "image_size": ("a whole number of pixels", lambda v: is_number(v, int) and v >= 1),
+    "mean": ("three numbers", lambda v: isinstance(v, list) and len(v) == 3 and all(is_number(x) for x in v)),
+    "std": ("three positive numbers", lambda v: isinstance(v, list) and len(v) == 3
+            and all(is_number(x) and x > 0 for x in v)),
+}
 
 
 def save_checkpoint(state, path):
@@ -46,7 +56,28 @@ def load_checkpoint(path):
             or any(k not in checkpoint["config"] for k in REQUIRED_CONFIG):
         raise UserError(f"{path} is a PyTorch file but not a checkpoint of this project (it needs "
                         f"{', '.join(REQUIRED_KEYS)} and a config with {', '.join(REQUIRED_CONFIG)}); {hint}.")
+    check_contents(checkpoint, path, hint)
     return checkpoint
+
+
+def is_number(value, kind=(int, float)):
+    return isinstance(value, kind) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
+def check_contents(checkpoint, path, hint):
+    """Refuse a checkpoint whose config values have the wrong kind or whose weights are not all
+    finite tensors, so no script meets them as a traceback or as NaN scores."""
+    for key, (kind, valid) in CONFIG_TYPES.items():
+        if not valid(checkpoint["config"][key]):
+            raise UserError(f"{path} is damaged: its config's {key} is {checkpoint['config'][key]!r}, not "
+                            f"{kind}; {hint}.")
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise UserError(f"{path} is damaged: its model is not a dict of tensors; {hint}.")
+    broken = [name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise UserError(f"{path} holds weights that are not finite (NaN or infinite) in {', '.join(broken[:3])}"
+                        f"{' ...' if len(broken) > 3 else ''}; it cannot be used: {hint}.")
 
 
 def slim(checkpoint):

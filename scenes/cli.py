@@ -6,16 +6,26 @@ module reads that block, applies ``--key=value`` overrides with the type of the 
 answers ``--help`` with every key, its default and its comment (as nanoGPT's configurator does,
 without exec).
 
+A comment may end with the setting's range in square brackets, checked for every value before any
+work starts: ``[>= 1]``, ``[> 0 and <= 1]``, ``[16 to 1024]``, alternatives joined by ``or`` (``[0 or 16
+to 1024]``), or ``[one of cached, plain]`` for words. One declared range per setting replaces an
+``if`` per script.
+
 A user mistake is raised as ``UserError`` and printed as one sentence on stderr with a non-zero
 exit; anything else is a bug and keeps its traceback.
 """
 import ast
+import math
+import operator
+import re
 import sys
 
 BLOCK_START = "# --- settings ---"
 BLOCK_END = "# --- end of settings ---"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
+RANGE_MARK = re.compile(r"\[([^\[\]]+)\]$")
+COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 class UserError(Exception):
@@ -46,10 +56,48 @@ def convert(key, text, default):
         raise UserError(f"--{key} takes true or false, not {text!r}.")
     if isinstance(default, (int, float)):
         try:
-            return type(default)(text) if isinstance(default, float) else int(text)
+            value = float(text) if isinstance(default, float) else int(text)
         except ValueError:
             raise UserError(f"--{key} takes {type(default).__name__} values, not {text!r}.") from None
+        if not math.isfinite(value):
+            raise UserError(f"--{key} takes a finite number, not {text!r}.")
+        return value
     return text
+
+
+def declared_range(comment):
+    """The range a setting's comment ends with (``"> 0 and <= 1"``), or None."""
+    mark = RANGE_MARK.search(comment.strip())
+    return mark.group(1).strip() if mark else None
+
+
+def satisfies(value, condition):
+    """Whether a number meets one condition of a range: ``>= 16``, ``0 to 1`` or ``0``."""
+    for symbol, compare in COMPARISONS.items():
+        if condition.startswith(symbol):
+            return compare(value, float(condition[len(symbol):]))
+    low, to, high = condition.partition(" to ")
+    return float(low) <= value <= float(high) if to else value == float(condition)
+
+
+def in_range(value, spec):
+    """Whether a value lies in a declared range (see the module docstring)."""
+    if spec.startswith("one of "):
+        return str(value) in [word.strip() for word in spec[len("one of "):].split(",")]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"the range [{spec}] is declared for a setting that is not a number")
+    return any(all(satisfies(value, c.strip()) for c in alternative.split(" and "))
+               for alternative in spec.split(" or "))
+
+
+def check_ranges(settings, config):
+    """Refuse the first setting whose value lies outside the range its comment declares."""
+    for name, _, comment in settings:
+        spec = declared_range(comment)
+        if spec and not in_range(config[name], spec):
+            if spec.startswith("one of "):
+                raise UserError(f"--{name} takes {spec}, not {config[name]!r}.")
+            raise UserError(f"--{name}={config[name]} is outside its range [{spec}] (see --help).")
 
 
 def help_text(script_doc, settings, help_values=None):
@@ -95,6 +143,7 @@ def parse(script_path, script_doc, argv=None, positional=False, help_values=None
             text = "true"
         overrides[key] = convert(key, text, defaults[key])
     config = {**defaults, **overrides}
+    check_ranges(settings, config)
     return (config, overrides, positionals) if positional else (config, overrides)
 
 

@@ -7,6 +7,7 @@ are drawn with matplotlib's headless backend (``pyplot``), so no script needs a 
 import errno
 import json
 import os
+import shutil
 
 from scenes.cli import UserError
 
@@ -40,6 +41,38 @@ def sub_folders(path):
         return []
     return sorted((e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")),
                   key=os.path.basename)
+
+
+def ensure_folder(path, setting, named=""):
+    """Create the folder a setting names (and its parents) if needed, or refuse in a sentence when
+    that path is a file or the folder cannot be created or written. ``named``: how to call it."""
+    named = named or f"--{setting}={path}"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{named} is a file, not a folder; name a folder (it is created if missing).")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{named}: the folder cannot be created ({error.strerror or error}).") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{named}: the folder cannot be written; choose another one.")
+    return path
+
+
+def ensure_file_folder(path, setting):
+    """Check, before the work, that the file a setting names can be written there: refuse a folder,
+    create the file's folder."""
+    if os.path.isdir(path):
+        raise UserError(f"--{setting}={path} is a folder; name the file to write.")
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_folder(folder, setting, f"the folder {folder} of --{setting}={path}")
+
+
+def ensure_room(folder, needed, what):
+    """Refuse, before anything is written, a file of ``needed`` bytes that the folder's disk cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"{what} needs {needed / 1e9:.3g} GB but {folder} has {free / 1e9:.3g} GB free; "
+                        "use a smaller image size, another folder or free some space.")
 
 
 def write_text(path, text):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from scenes.cli import UserError
 from scenes.dataset import NatureTypesDataset
-from scenes.files import write_atomically
+from scenes.files import ensure_folder, ensure_room, write_atomically
 from scenes.images import decoding_threads, load_image
 from scenes.splits import read_split_csv
 from scenes.transforms import eval_resize, eval_size, pil_transforms, random_resized_crop_flip
@@ -112,7 +112,8 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     prefix = os.path.join(cache_dir, prefix)
     path = prefix + rest
     if not os.path.exists(path) and build:
-        os.makedirs(cache_dir, exist_ok=True)
+        ensure_folder(cache_dir, "cache_dir")
+        ensure_room(cache_dir, len(samples) * size * size * 3, f"the cache of {len(samples)} images at {size} px")
         log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
         write_atomically(path, lambda f: fill_cache(f, root, samples, size), shared=True)
         for outdated in set(glob.glob(f"{glob.escape(prefix)}*.u8")) - {path}:  # older images of this split

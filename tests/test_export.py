@@ -69,18 +69,19 @@ def test_a_file_that_differs_from_pytorch_is_removed(trained, tmp_path, monkeypa
 
     monkeypatch.setattr(export, "onnx_model", shifted)
     out = tmp_path / "model.onnx"
-    with pytest.raises(UserError, match="more than --tolerance=0.0001; .* was removed"):
+    out.write_bytes(b"the previous export")
+    with pytest.raises(UserError, match="more than --tolerance=0.0001; .* was not written"):
         export.main([f"--checkpoint={checkpoint}", f"--out={out}", f"--images={base / 'images' / 'sea'}",
                      "--count=4"])
     assert "checked on 4 images" in capsys.readouterr().out
-    assert not out.exists() and not os.path.exists(f"{out}.tmp")
+    assert out.read_bytes() == b"the previous export" and not os.path.exists(f"{out}.tmp")
 
 
 def test_bad_settings_and_a_missing_test_split_are_refused_before_writing(trained, tmp_path):
     _, _, checkpoint = trained
     out = tmp_path / "model.onnx"
     for setting, message in (("--count=0", "--count"), ("--batch_size=0", "--batch_size"),
-                             ("--tolerance=-1", "--tolerance must be at least 0")):
+                             ("--tolerance=-1", r"--tolerance=-1.0 is outside its range \[>= 0\]")):
         with pytest.raises(UserError, match=message):
             export.main([f"--checkpoint={checkpoint}", f"--out={out}", setting])
     moved = load_checkpoint(checkpoint)

@@ -709,7 +709,7 @@ def user_mistakes(trained, tmp_path):
         "no split": (train.main, [f"--splits_dir={tmp_path / 'nowhere'}"], ["no split found"]),
         "data moved": (train.main, [*splits, f"--data_root={empty}"], ["missing under", str(empty)]),
         "tiny images": (train.main, [*splits, "--image_size=8"], ["--image_size"]),
-        "mixing share": (train.main, [*splits, "--mix_until=80"], ["--mix_until take a fraction"]),
+        "mixing share": (train.main, [*splits, "--mix_until=80"], ["--mix_until=80.0 is outside its range [0 to 1]"]),
         "bad device": (train.main, [*splits, "--device=tpu"], ["--device takes"]),
         "bad loader": (train.main, [*splits, "--loader=fast"], ["--loader takes"]),
         "resume other arch": (train.main, [*splits, f"--checkpoints_dir={trained.base / 'checkpoints'}",
