@@ -3,7 +3,8 @@
 A dataset root holds one sub-folder per class (sorted by name gives the class index). A splits
 folder holds ``train.csv``, ``validation.csv`` and ``test.csv`` (columns ``path,label,class_name``,
 paths relative to the dataset root) and ``split_info.json`` (the root's absolute path, the class
-names, the counts).
+names, the counts). A split is written as one set: while its files are renamed into place the
+folder holds ``split_incomplete``, and a reader that finds it refuses the folder.
 """
 import csv
 import io
@@ -11,12 +12,13 @@ import json
 import os
 
 from scenes.cli import UserError
-from scenes.files import sub_folders, write_atomically
+from scenes.files import sub_folders, write_atomically, write_together
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLITS = ("train", "validation", "test")
 CSV_COLUMNS = ("path", "label", "class_name")
 SPLIT_INFO = "split_info.json"
+INCOMPLETE = "split_incomplete"  # there while a split is being written
 
 
 def is_image_name(name):
@@ -51,6 +53,21 @@ def write_split_csv(path, rows, class_names):
     write_atomically(path, lambda f: f.write(csv_text(rows, class_names).encode("utf-8")))
 
 
+def write_split(splits_dir, splits, class_names, info):
+    """The three CSVs of ``{split: [(relative_path, label)]}`` and split_info.json, written as one set."""
+    contents = {split_csv(splits_dir, name): csv_text(rows, class_names).encode("utf-8")
+                for name, rows in splits.items()}
+    contents[os.path.join(splits_dir, SPLIT_INFO)] = (json.dumps(info, indent=1) + "\n").encode("utf-8")
+    write_together(contents, os.path.join(splits_dir, INCOMPLETE))
+
+
+def check_complete(splits_dir):
+    """Refuse a splits folder whose last writing was interrupted: its files may be of two splits."""
+    if os.path.exists(os.path.join(splits_dir, INCOMPLETE)):
+        raise UserError(f"the split in {splits_dir!r} was interrupted while it was written ({INCOMPLETE} is "
+                        "there); make the split again with python main.py --steps=split.")
+
+
 def read_split_csv(csv_file, root, class_names=None):
     """Read a split CSV as [(relative_path, label)], checking it against the folder before any work.
 
@@ -58,6 +75,7 @@ def read_split_csv(csv_file, root, class_names=None):
     """
     if not os.path.isfile(csv_file):
         raise UserError(f"split file {csv_file!r} does not exist; run python main.py --steps=split first.")
+    check_complete(os.path.dirname(csv_file))
     with open(csv_file, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -79,12 +97,28 @@ def read_split_csv(csv_file, root, class_names=None):
 
 
 def read_split_info(splits_dir):
+    """split_info.json of a splits folder, checked to hold the data root and the class names."""
+    if os.path.exists(splits_dir) and not os.path.isdir(splits_dir):
+        raise UserError(f"splits_dir {splits_dir!r} is a file, not a folder; give the folder that holds "
+                        f"{SPLIT_INFO} and the split CSVs.")
     path = os.path.join(splits_dir, SPLIT_INFO)
     if not os.path.exists(path):
         raise UserError(f"no split found in {splits_dir!r} ({SPLIT_INFO} is missing); "
                         "run python main.py --steps=split first.")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    check_complete(splits_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise UserError(f"{path} is damaged ({error}); make the split again with python main.py "
+                        "--steps=split.") from None
+    fine = {"data_root": lambda v: isinstance(v, str),
+            "class_names": lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v)}
+    bad = [key for key, ok in fine.items() if not (isinstance(info, dict) and ok(info.get(key)))]
+    if bad:
+        raise UserError(f"{path} lacks a valid {' and '.join(bad)}; make the split again with python main.py "
+                        "--steps=split.")
+    return info
 
 
 def check_disjoint(split_paths, digest_of=None):
