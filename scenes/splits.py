@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import sys
 
 from scenes.cli import UserError
 from scenes.files import sub_folders, write_atomically, write_together
@@ -68,32 +69,73 @@ def check_complete(splits_dir):
                         "there); make the split again with python main.py --steps=split.")
 
 
-def read_split_csv(csv_file, root, class_names=None):
-    """Read a split CSV as [(relative_path, label)], checking it against the folder before any work.
-
-    Raises UserError naming the missing files, or a class the folder (or ``class_names``) lacks.
-    """
+def csv_rows(csv_file):
+    """A split CSV's rows as [(line, relative_path, label, class_name)], each checked for its form."""
     if not os.path.isfile(csv_file):
         raise UserError(f"split file {csv_file!r} does not exist; run python main.py --steps=split first.")
     check_complete(os.path.dirname(csv_file))
-    with open(csv_file, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != CSV_COLUMNS:
-            raise UserError(f"{csv_file} is not a split CSV: its header should be {','.join(CSV_COLUMNS)}.")
-        rows = list(reader)
+    try:
+        with open(csv_file, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = [(reader.line_num, row) for row in reader if row]  # a blank line holds no image
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{csv_file} cannot be read as a split CSV ({error}); make the split again.") from None
+    if header is None or tuple(header) != CSV_COLUMNS:
+        raise UserError(f"{csv_file} is not a split CSV: its header should be {','.join(CSV_COLUMNS)}.")
+    if not rows:
+        raise UserError(f"{csv_file} lists no image; make the split again with python main.py --steps=split.")
+    checked = []
+    for line, row in rows:
+        if len(row) != len(CSV_COLUMNS):
+            raise UserError(f"{csv_file} line {line} has {len(row)} cell(s), not the {len(CSV_COLUMNS)} of "
+                            f"{','.join(CSV_COLUMNS)}; fix that line or make the split again.")
+        rel, label, name = row
+        try:
+            checked.append((line, rel, int(label), name))
+        except ValueError:
+            raise UserError(f"{csv_file} line {line} has the label {label!r}, not a whole number; fix that line "
+                            "or make the split again.") from None
+    return checked
+
+
+def drop_repeats(csv_file, rows):
+    """The rows with each path once: a path listed twice is named on stderr, twice with two classes refused."""
+    first, kept = {}, []
+    for row in rows:
+        line, rel, label, name = row
+        if rel not in first:
+            first[rel] = row
+            kept.append(row)
+        elif label != first[rel][2]:
+            raise UserError(f"{csv_file} lists {rel} as {first[rel][3]} (line {first[rel][0]}) and as {name} "
+                            f"(line {line}); keep the line of its true class.")
+    repeats = [f"{rel} (lines {first[rel][0]} and {line})" for line, rel, _, _ in rows if first[rel][0] != line]
+    if repeats:
+        print(f"warning: {csv_file} lists {len(repeats)} image(s) more than once, e.g. {', '.join(repeats[:5])}; "
+              "each is counted once.", file=sys.stderr)
+    return kept
+
+
+def read_split_csv(csv_file, root, class_names=None):
+    """Read a split CSV as [(relative_path, label)], checking it against the folder before any work.
+
+    Raises UserError naming a malformed line, the missing files, or a class the folder (or
+    ``class_names``) lacks; a path listed twice is counted once.
+    """
+    rows = drop_repeats(csv_file, csv_rows(csv_file))
     class_names = class_folders(root) if class_names is None else class_names
-    unknown = sorted({(name, label) for _, label, name in rows
-                      if name not in class_names or int(label) != class_names.index(name)})
+    unknown = sorted({(name, label) for _, _, label, name in rows
+                      if name not in class_names or label != class_names.index(name)})
     if unknown:
         shown = ", ".join(f"{name} (index {label})" for name, label in unknown[:5])
         raise UserError(f"{csv_file} has classes that {root!r} does not have at those indices: {shown}; "
                         f"the classes there are {', '.join(class_names) or 'none'}.")
-    missing = [rel for rel, _, _ in rows if not os.path.isfile(os.path.join(root, rel))]
+    missing = [rel for _, rel, _, _ in rows if not os.path.isfile(os.path.join(root, rel))]
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in {csv_file} are missing under {root!r}, e.g. "
                         f"{', '.join(missing[:5])}; fix data_root or make the split again.")
-    return [(rel, int(label)) for rel, label, _ in rows]
+    return [(rel, label) for _, rel, label, _ in rows]
 
 
 def read_split_info(splits_dir):

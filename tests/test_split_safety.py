@@ -20,7 +20,7 @@ from conftest import ROOT, train_args
 from scenes.cli import UserError
 from scenes.demo import make_demo_dataset
 from scenes.files import write_together
-from scenes.splits import INCOMPLETE, SPLIT_INFO, read_split_info
+from scenes.splits import INCOMPLETE, SPLIT_INFO, read_split_csv, read_split_info
 from test_robustness import assert_user_error, run_cli, script_env
 
 SPLIT_FILES = ("train.csv", "validation.csv", "test.csv", SPLIT_INFO)
@@ -183,6 +183,58 @@ def test_a_class_too_small_for_every_split_is_a_warning_naming_it(tmp_path, caps
     warning = next(line for line in out.splitlines() if line.startswith("warning: class"))
     assert "tiny (1 image(s), none in" in warning and "forest" not in warning
     assert sum(info["counts"].values()) == 25
+
+
+# ---------------------------------------------------------------------------------------------
+# a damaged split CSV: one clear error before training or evaluation
+
+def lines_of(splits_dir, split="train"):
+    with open(os.path.join(splits_dir, f"{split}.csv"), encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def rewrite(splits_dir, lines, split="train"):
+    with open(os.path.join(splits_dir, f"{split}.csv"), "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda lines: lines[:2] + [lines[2].rsplit(",", 1)[0]] + lines[3:], ["train.csv line 3", "2 cell(s)"]),
+    (lambda lines: lines[:3] + [lines[3] + ",extra"] + lines[4:], ["train.csv line 4", "4 cell(s)"]),
+    (lambda lines: lines[:2] + [lines[2].replace(",", ",x", 1)] + lines[3:], ["train.csv line 3", "not a whole"]),
+    (lambda lines: lines[:1], ["train.csv lists no image"]),
+])
+def test_a_damaged_csv_is_one_clear_error_before_any_work(split, tmp_path, capsys, damage, words):
+    _, splits_dir, _ = split
+    rewrite(splits_dir, damage(lines_of(splits_dir)))
+    assert_every_reader_refuses(splits_dir, tmp_path, capsys, *words)
+
+
+def test_a_csv_that_is_not_text_is_one_clear_error(split, tmp_path, capsys):
+    _, splits_dir, _ = split
+    with open(os.path.join(splits_dir, "train.csv"), "wb") as f:
+        f.write(b"path,label,class_name\n" + jpeg_bytes(3))
+    assert_every_reader_refuses(splits_dir, tmp_path, capsys, "train.csv cannot be read")
+
+
+def test_a_path_listed_twice_is_named_and_counted_once(split, capsys):
+    root, splits_dir, _ = split
+    lines = lines_of(splits_dir)
+    rewrite(splits_dir, lines + [lines[1]])
+    capsys.readouterr()
+    samples = read_split_csv(os.path.join(splits_dir, "train.csv"), root)
+    assert len(samples) == len(lines) - 1 and len(set(samples)) == len(samples)
+    err = capsys.readouterr().err
+    assert "warning:" in err and f"{lines[1].split(',')[0]} (lines 2 and {len(lines) + 1})" in err
+
+
+def test_a_path_listed_under_two_classes_is_refused(split, tmp_path, capsys):
+    root, splits_dir, _ = split
+    lines = lines_of(splits_dir)
+    rel, label, _ = lines[1].split(",")
+    other = [line for line in lines[1:] if line.split(",")[1] != label][0]
+    rewrite(splits_dir, lines + [f"{rel},{other.split(',', 1)[1]}"])
+    assert_every_reader_refuses(splits_dir, tmp_path, capsys, rel, "line 2", f"line {len(lines) + 1}")
 
 
 # ---------------------------------------------------------------------------------------------
