@@ -15,6 +15,7 @@ one); sizes that leave a split empty are refused; a class too small to reach eve
 warning. The four files are written as one set, so a failure leaves the previous split whole.
 """
 import hashlib
+import math
 import os
 import random
 from collections import Counter, defaultdict
@@ -81,10 +82,11 @@ def inspect_all(root, samples, workers=8):
 
 def resolve_size(size, total, what):
     """A size below 1 is a fraction of the total, otherwise a count of images."""
-    count = round(size * total) if size < 1 else int(size)
-    if size < 0 or count > total:
-        raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
-    return count
+    if 0 <= size < math.inf:  # nan fails it too, as every comparison
+        count = round(size * total) if size < 1 else int(size)
+        if count <= total:
+            return count
+    raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
 
 
 def class_quotas(class_counts, count):

@@ -91,6 +91,9 @@ def csv_rows(csv_file):
             raise UserError(f"{csv_file} line {line} has {len(row)} cell(s), not the {len(CSV_COLUMNS)} of "
                             f"{','.join(CSV_COLUMNS)}; fix that line or make the split again.")
         rel, label, name = row
+        if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == os.pardir:
+            raise UserError(f"{csv_file} line {line} lists {rel}, a path outside the data root; paths are relative "
+                            "to it, so make the split again.")
         try:
             checked.append((line, rel, int(label), name))
         except ValueError:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -37,7 +38,7 @@ def split(tmp_path):
 
 def folder_bytes(folder):
     """{name: bytes} of every file in ``folder`` (temporaries and markers included)."""
-    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+    return {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir())}
 
 
 def split_argv(root, splits_dir, *extra):
@@ -165,6 +166,14 @@ def test_sizes_that_leave_a_split_empty_are_refused(split, capsys, sizes, empty)
     assert folder_bytes(splits_dir) == before
 
 
+@pytest.mark.parametrize("size", ["nan", "inf", "-1"])
+def test_a_size_that_is_no_number_of_images_is_refused(split, capsys, size):
+    root, splits_dir, before = split
+    code, err = run_cli(data_handling.main, split_argv(root, splits_dir, f"--test_size={size}"), capsys)
+    assert_user_error(code, err, f"test size {float(size)}", "does not fit")
+    assert folder_bytes(splits_dir) == before
+
+
 def test_the_script_refuses_an_empty_split_in_one_line(split):
     root, splits_dir, before = split
     result = subprocess.run([sys.executable, "data_handling.py", *split_argv(root, splits_dir, "--test_size=0")],
@@ -203,6 +212,8 @@ def rewrite(splits_dir, lines, split="train"):
     (lambda lines: lines[:3] + [lines[3] + ",extra"] + lines[4:], ["train.csv line 4", "4 cell(s)"]),
     (lambda lines: lines[:2] + [lines[2].replace(",", ",x", 1)] + lines[3:], ["train.csv line 3", "not a whole"]),
     (lambda lines: lines[:1], ["train.csv lists no image"]),
+    (lambda lines: lines[:2] + ["../images/" + lines[2]] + lines[3:], ["train.csv line 3", "outside the data root"]),
+    (lambda lines: lines + ["/etc/hostname,0,buildings"], ["/etc/hostname", "outside the data root"]),
 ])
 def test_a_damaged_csv_is_one_clear_error_before_any_work(split, tmp_path, capsys, damage, words):
     _, splits_dir, _ = split
