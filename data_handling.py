@@ -8,8 +8,14 @@ Every sub-folder of the dataset root is a class (sorted by name gives the class 
 is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
 images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
 whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
+
+Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are
+refused, naming them (a CSV cannot hold them, and a renamed file is better than a silently missing
+one); sizes that leave a split empty are refused; a class too small to reach every split is a
+warning. The four files are written as one set, so a failure leaves the previous split whole.
 """
 import hashlib
+import math
 import os
 import random
 from collections import Counter, defaultdict
@@ -19,9 +25,8 @@ from PIL import Image
 
 from scenes import cli
 from scenes.cli import UserError
-from scenes.files import write_json
-from scenes.splits import (IMAGE_EXTENSIONS, SPLIT_INFO, SPLITS, check_disjoint, class_folders, is_image_name,
-                           split_csv, write_split_csv)
+from scenes.files import make_folder
+from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -77,10 +82,11 @@ def inspect_all(root, samples, workers=8):
 
 def resolve_size(size, total, what):
     """A size below 1 is a fraction of the total, otherwise a count of images."""
-    count = round(size * total) if size < 1 else int(size)
-    if size < 0 or count > total:
-        raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
-    return count
+    if 0 <= size < math.inf:  # nan fails it too, as every comparison
+        count = round(size * total) if size < 1 else int(size)
+        if count <= total:
+            return count
+    raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
 
 
 def class_quotas(class_counts, count):
@@ -125,12 +131,50 @@ def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
     return {name: sorted(rows) for name, rows in splits.items()}
 
 
-def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
-    """Scan, check, split and write the three CSVs plus split_info.json. Returns the info dict."""
-    class_names, samples = scan_dataset(root)
-    if os.path.abspath(splits_dir).startswith(os.path.abspath(root) + os.sep):
+def check_names(root, samples):
+    """Refuse file names that cannot be written to a UTF-8 CSV, before any image is decoded."""
+    bad = []
+    for rel, _ in samples:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # a name of bytes that are not UTF-8, kept by Python as surrogates
+            bad.append(os.fsencode(rel).decode("utf-8", "backslashreplace"))
+    if bad:
+        raise UserError(f"{len(bad)} file name(s) under {root!r} are not valid UTF-8, e.g. {', '.join(bad[:5])}; "
+                        "rename them (convmv can) and make the split again.")
+
+
+def check_place(root, splits_dir):
+    """The splits folder must lie outside the dataset root, links resolved, and be a folder that can be made."""
+    if os.path.realpath(splits_dir).startswith(os.path.realpath(root) + os.sep):
         raise UserError(f"splits_dir {splits_dir!r} is inside the dataset root, where every folder is a class; "
                         "choose a folder outside it.")
+    make_folder(splits_dir, "splits_dir")
+
+
+def check_split_sizes(splits, class_names, val_size, test_size, log):
+    """An empty split is refused, naming the size settings; a class missing from a split is a warning."""
+    empty = [name for name in SPLITS if not splits[name]]
+    if empty:
+        total = sum(len(rows) for rows in splits.values())
+        raise UserError(f"with {total} images, --val_size={val_size} and --test_size={test_size} leave the "
+                        f"{' and '.join(empty)} split empty; choose sizes that give every split an image.")
+    short = []
+    for label, name in enumerate(class_names):
+        missing = [split for split in SPLITS if all(l != label for _, l in splits[split])]
+        if missing:
+            count = sum(l == label for rows in splits.values() for _, l in rows)
+            short.append(f"{name} ({count} image(s), none in {' or '.join(missing)})")
+    if short:
+        log(f"warning: class(es) too small to reach every split: {', '.join(short)}; add images or change "
+            "--val_size and --test_size.")
+
+
+def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
+    """Scan, check, split and write the three CSVs plus split_info.json as one set. Returns the info dict."""
+    class_names, samples = scan_dataset(root)
+    check_names(root, samples)
+    check_place(root, splits_dir)
     log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
     results = inspect_all(root, samples)
     unreadable = [(s[0], why) for s, (_, why) in zip(samples, results) if why]
@@ -144,16 +188,14 @@ def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_T
         kind = "filed under two classes" if len(classes) > 1 else "within one class"
         log(f"duplicate content ({kind}): {' = '.join(rel for rel, _ in members)}")
     splits = assign_splits(samples, digests, len(class_names), val_size, test_size, seed)
+    check_split_sizes(splits, class_names, val_size, test_size, log)
     digest_of = {rel: d for (rel, _), d in zip(samples, digests)}
     check_disjoint({k: [rel for rel, _ in v] for k, v in splits.items()}, digest_of)
-    os.makedirs(splits_dir, exist_ok=True)
-    for name, rows in splits.items():
-        write_split_csv(split_csv(splits_dir, name), rows, class_names)
     info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
             "counts": {name: len(rows) for name, rows in splits.items()},
             "duplicates": [[rel for rel, _ in g] for g in duplicates],
             "unreadable": [rel for rel, _ in unreadable]}
-    write_json(os.path.join(splits_dir, SPLIT_INFO), info)
+    write_split(splits_dir, splits, class_names, info)
     log(split_summary(splits, class_names))
     log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
         f"one split each, {len(unreadable)} unreadable image(s) left out. CSVs written to {splits_dir}/")

@@ -1,9 +1,11 @@
 """Writing files: every file the project writes goes through ``write_atomically``.
 
 A file is written under a temporary name, flushed to disk and renamed over the target, so a
-kill or a full disk leaves either the previous file or the new one, never a torn one. Figures
+kill or a full disk leaves either the previous file or the new one, never a torn one;
+``write_together`` does the same for a set of files that belong together. Figures
 are drawn with matplotlib's headless backend (``pyplot``), so no script needs a screen.
 """
+import contextlib
 import errno
 import json
 import os
@@ -107,3 +109,42 @@ def write_figure(path, fig, dpi=100, **savefig):
 def write_image(path, array, **imsave):
     """A 2-D array as a PNG image (``plt.imsave``'s keyword arguments pass through)."""
     write_atomically(path, lambda f: pyplot().imsave(f, array, format="png", **imsave))
+
+
+def make_folder(path, what):
+    """Create folder ``path`` (and its parents) if needed; ``what`` names it in the UserError."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path!r} is a file, not a folder; give a folder's path.")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{what} {path!r} cannot be created ({error.strerror or error}); "
+                        "choose a folder that can be written.") from None
+
+
+def write_together(contents, marker):
+    """Write ``{path: bytes}`` as one set: a failure leaves the previous files, a kill is detectable.
+
+    Every file is staged beside its target (``<path>.new``, through ``write_atomically``) before any
+    is renamed, so a failure until then (a full disk, a folder that cannot be written) leaves every
+    previous file as it was. The renames, in the order of ``contents``, run while the file ``marker``
+    exists: a kill among them leaves it behind, which tells a reader that the set is torn.
+    """
+    staged = {path: f"{path}.new" for path in contents}
+    renamed = 0
+    try:
+        for path, data in contents.items():
+            write_atomically(staged[path], lambda f, data=data: f.write(data))
+        write_atomically(marker, lambda f: None)
+        for path, new in staged.items():
+            os.replace(new, path)
+            renamed += 1
+        os.remove(marker)
+    except BaseException as error:
+        for leftover in [*staged.values(), *([] if renamed else [marker])]:
+            with contextlib.suppress(OSError):  # the error that brought us here is the one to report
+                os.remove(leftover)
+        if not isinstance(error, OSError):
+            raise
+        raise UserError(f"could not rename {error.filename}: {error.strerror or error}; the files beside it are "
+                        "a torn set now, so write them again.") from None

@@ -3,20 +3,23 @@
 A dataset root holds one sub-folder per class (sorted by name gives the class index). A splits
 folder holds ``train.csv``, ``validation.csv`` and ``test.csv`` (columns ``path,label,class_name``,
 paths relative to the dataset root) and ``split_info.json`` (the root's absolute path, the class
-names, the counts).
+names, the counts). A split is written as one set: while its files are renamed into place the
+folder holds ``split_incomplete``, and a reader that finds it refuses the folder.
 """
 import csv
 import io
 import json
 import os
+import sys
 
 from scenes.cli import UserError
-from scenes.files import sub_folders, write_atomically
+from scenes.files import sub_folders, write_atomically, write_together
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLITS = ("train", "validation", "test")
 CSV_COLUMNS = ("path", "label", "class_name")
 SPLIT_INFO = "split_info.json"
+INCOMPLETE = "split_incomplete"  # there while a split is being written
 
 
 def is_image_name(name):
@@ -51,40 +54,116 @@ def write_split_csv(path, rows, class_names):
     write_atomically(path, lambda f: f.write(csv_text(rows, class_names).encode("utf-8")))
 
 
+def write_split(splits_dir, splits, class_names, info):
+    """The three CSVs of ``{split: [(relative_path, label)]}`` and split_info.json, written as one set."""
+    contents = {split_csv(splits_dir, name): csv_text(rows, class_names).encode("utf-8")
+                for name, rows in splits.items()}
+    contents[os.path.join(splits_dir, SPLIT_INFO)] = (json.dumps(info, indent=1) + "\n").encode("utf-8")
+    write_together(contents, os.path.join(splits_dir, INCOMPLETE))
+
+
+def check_complete(splits_dir):
+    """Refuse a splits folder whose last writing was interrupted: its files may be of two splits."""
+    if os.path.exists(os.path.join(splits_dir, INCOMPLETE)):
+        raise UserError(f"the split in {splits_dir!r} was interrupted while it was written ({INCOMPLETE} is "
+                        "there); make the split again with python main.py --steps=split.")
+
+
+def csv_rows(csv_file):
+    """A split CSV's rows as [(line, relative_path, label, class_name)], each checked for its form."""
+    if not os.path.isfile(csv_file):
+        raise UserError(f"split file {csv_file!r} does not exist; run python main.py --steps=split first.")
+    check_complete(os.path.dirname(csv_file))
+    try:
+        with open(csv_file, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = [(reader.line_num, row) for row in reader if row]  # a blank line holds no image
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{csv_file} cannot be read as a split CSV ({error}); make the split again.") from None
+    if header is None or tuple(header) != CSV_COLUMNS:
+        raise UserError(f"{csv_file} is not a split CSV: its header should be {','.join(CSV_COLUMNS)}.")
+    if not rows:
+        raise UserError(f"{csv_file} lists no image; make the split again with python main.py --steps=split.")
+    checked = []
+    for line, row in rows:
+        if len(row) != len(CSV_COLUMNS):
+            raise UserError(f"{csv_file} line {line} has {len(row)} cell(s), not the {len(CSV_COLUMNS)} of "
+                            f"{','.join(CSV_COLUMNS)}; fix that line or make the split again.")
+        rel, label, name = row
+        if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == os.pardir:
+            raise UserError(f"{csv_file} line {line} lists {rel}, a path outside the data root; paths are relative "
+                            "to it, so make the split again.")
+        try:
+            checked.append((line, rel, int(label), name))
+        except ValueError:
+            raise UserError(f"{csv_file} line {line} has the label {label!r}, not a whole number; fix that line "
+                            "or make the split again.") from None
+    return checked
+
+
+def drop_repeats(csv_file, rows):
+    """The rows with each path once: a path listed twice is named on stderr, twice with two classes refused."""
+    first, kept = {}, []
+    for row in rows:
+        line, rel, label, name = row
+        if rel not in first:
+            first[rel] = row
+            kept.append(row)
+        elif label != first[rel][2]:
+            raise UserError(f"{csv_file} lists {rel} as {first[rel][3]} (line {first[rel][0]}) and as {name} "
+                            f"(line {line}); keep the line of its true class.")
+    repeats = [f"{rel} (lines {first[rel][0]} and {line})" for line, rel, _, _ in rows if first[rel][0] != line]
+    if repeats:
+        print(f"warning: {csv_file} lists {len(repeats)} image(s) more than once, e.g. {', '.join(repeats[:5])}; "
+              "each is counted once.", file=sys.stderr)
+    return kept
+
+
 def read_split_csv(csv_file, root, class_names=None):
     """Read a split CSV as [(relative_path, label)], checking it against the folder before any work.
 
-    Raises UserError naming the missing files, or a class the folder (or ``class_names``) lacks.
+    Raises UserError naming a malformed line, the missing files, or a class the folder (or
+    ``class_names``) lacks; a path listed twice is counted once.
     """
-    if not os.path.isfile(csv_file):
-        raise UserError(f"split file {csv_file!r} does not exist; run python main.py --steps=split first.")
-    with open(csv_file, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != CSV_COLUMNS:
-            raise UserError(f"{csv_file} is not a split CSV: its header should be {','.join(CSV_COLUMNS)}.")
-        rows = list(reader)
+    rows = drop_repeats(csv_file, csv_rows(csv_file))
     class_names = class_folders(root) if class_names is None else class_names
-    unknown = sorted({(name, label) for _, label, name in rows
-                      if name not in class_names or int(label) != class_names.index(name)})
+    unknown = sorted({(name, label) for _, _, label, name in rows
+                      if name not in class_names or label != class_names.index(name)})
     if unknown:
         shown = ", ".join(f"{name} (index {label})" for name, label in unknown[:5])
         raise UserError(f"{csv_file} has classes that {root!r} does not have at those indices: {shown}; "
                         f"the classes there are {', '.join(class_names) or 'none'}.")
-    missing = [rel for rel, _, _ in rows if not os.path.isfile(os.path.join(root, rel))]
+    missing = [rel for _, rel, _, _ in rows if not os.path.isfile(os.path.join(root, rel))]
     if missing:
         raise UserError(f"{len(missing)} image(s) listed in {csv_file} are missing under {root!r}, e.g. "
                         f"{', '.join(missing[:5])}; fix data_root or make the split again.")
-    return [(rel, int(label)) for rel, label, _ in rows]
+    return [(rel, label) for _, rel, label, _ in rows]
 
 
 def read_split_info(splits_dir):
+    """split_info.json of a splits folder, checked to hold the data root and the class names."""
+    if os.path.exists(splits_dir) and not os.path.isdir(splits_dir):
+        raise UserError(f"splits_dir {splits_dir!r} is a file, not a folder; give the folder that holds "
+                        f"{SPLIT_INFO} and the split CSVs.")
     path = os.path.join(splits_dir, SPLIT_INFO)
     if not os.path.exists(path):
         raise UserError(f"no split found in {splits_dir!r} ({SPLIT_INFO} is missing); "
                         "run python main.py --steps=split first.")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    check_complete(splits_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise UserError(f"{path} is damaged ({error}); make the split again with python main.py "
+                        "--steps=split.") from None
+    fine = {"data_root": lambda v: isinstance(v, str),
+            "class_names": lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v)}
+    bad = [key for key, ok in fine.items() if not (isinstance(info, dict) and ok(info.get(key)))]
+    if bad:
+        raise UserError(f"{path} lacks a valid {' and '.join(bad)}; make the split again with python main.py "
+                        "--steps=split.")
+    return info
 
 
 def check_disjoint(split_paths, digest_of=None):
