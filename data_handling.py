@@ -25,7 +25,7 @@ from PIL import Image
 
 from scenes import cli
 from scenes.cli import UserError
-from scenes.files import make_folder
+from scenes.files import ensure_folder
 from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
@@ -149,7 +149,7 @@ def check_place(root, splits_dir):
     if os.path.realpath(splits_dir).startswith(os.path.realpath(root) + os.sep):
         raise UserError(f"splits_dir {splits_dir!r} is inside the dataset root, where every folder is a class; "
                         "choose a folder outside it.")
-    make_folder(splits_dir, "splits_dir")
+    ensure_folder(splits_dir, "splits_dir")
 
 
 def check_split_sizes(splits, class_names, val_size, test_size, log):

@@ -111,17 +111,6 @@ def write_image(path, array, **imsave):
     write_atomically(path, lambda f: pyplot().imsave(f, array, format="png", **imsave))
 
 
-def make_folder(path, what):
-    """Create folder ``path`` (and its parents) if needed; ``what`` names it in the UserError."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{what} {path!r} is a file, not a folder; give a folder's path.")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{what} {path!r} cannot be created ({error.strerror or error}); "
-                        "choose a folder that can be written.") from None
-
-
 def write_together(contents, marker):
     """Write ``{path: bytes}`` as one set: a failure leaves the previous files, a kill is detectable.
 

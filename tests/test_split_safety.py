@@ -170,8 +170,10 @@ def test_sizes_that_leave_a_split_empty_are_refused(split, capsys, sizes, empty)
 def test_a_size_that_is_no_number_of_images_is_refused(split, capsys, size):
     root, splits_dir, before = split
     code, err = run_cli(data_handling.main, split_argv(root, splits_dir, f"--test_size={size}"), capsys)
-    assert_user_error(code, err, f"test size {float(size)}", "does not fit")
+    assert_user_error(code, err, "--test_size")
     assert folder_bytes(splits_dir) == before
+    with pytest.raises(UserError, match=f"test size {float(size)} does not fit"):  # callers of the function
+        data_handling.resolve_size(float(size), 100, "test")
 
 
 def test_the_script_refuses_an_empty_split_in_one_line(split):
