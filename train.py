@@ -435,6 +435,8 @@ def train(config):
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
     check_splits(config)
+    if config["loader"] == "cached":
+        ensure_folder(config["cache_dir"], "cache_dir")
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
     ensure_folder(run_dir, "run", f"the run folder {run_dir}")
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
