@@ -8,12 +8,12 @@ checkpoint's evaluation size: RGB images resized to S x S (PIL's bilinear filter
 crop, the aspect ratio not kept), scaled to [0, 1] and normalised per channel with the
 checkpoint's mean and std. It returns "logits" (N, classes); their softmax gives the scores. Its
 metadata_props hold the class names (JSON, in index order), image_size, mean and std (JSON), and
-how to resize (README_predict_export.md shows how to use it with onnxruntime alone).
+how to resize (README.md shows how to use it with onnxruntime alone).
 
-After writing the file, it runs --count images (evenly spread over the checkpoint's test split, or
+Before writing the file, it runs --count images (evenly spread over the checkpoint's test split, or
 the images of --images) through onnxruntime and through PyTorch in float32 on the CPU, and prints
 the largest softmax difference and the top-1 agreement. A difference over --tolerance is an error
-(exit status 2) and the file is removed.
+(exit status 2) and nothing is written: a previous file at --out stays as it was.
 """
 import copy
 import json
