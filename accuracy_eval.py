@@ -85,6 +85,7 @@ def check_verified(differences, tolerance):
 def write_comparison(rows, out_dir, tag, caption):
     """The comparison table (the report's Table 1) as CSV and Markdown in ``out_dir``; returns it."""
     table = comparison_table(rows)
+    ensure_folder(out_dir, "out_dir")
     base = os.path.join(out_dir, f"comparison_{tag}")
     write_table(f"{base}.csv", table, float_format=COMPARISON_FORMAT)
     write_text(f"{base}.md", markdown_table(table, caption))
@@ -96,7 +97,7 @@ def main(argv=None):
     """Evaluate (returns the comparison table) or, with --verify, check the saved scores (returns the
     largest absolute difference per run)."""
     settings, _, arguments = cli.parse(__file__, __doc__, argv, positional=True)
-    ensure_folder(settings["out_dir"], "out_dir")
+    ensure_folder(settings["out_dir"], "out_dir", create=False)
     paths = find_checkpoints(arguments)
     rt = runtime(settings["device"], settings["precision"])
     if rt.world > 1:

@@ -131,7 +131,7 @@ def main(argv=None):
     config, overrides = cli.parse(__file__, __doc__, argv)
     names = [name.strip() for name in config["modules"].split(",") if name.strip()]
     check_settings(config, names)
-    ensure_folder(config["out_dir"], "out_dir")
+    ensure_folder(config["out_dir"], "out_dir", create=False)
     if config["checkpoint"] == "pretrained":
         model, data, described = pretrained_setup(config)
     else:

@@ -494,7 +494,7 @@ def build_sections(records, config, settings, info, out_dir, rt):
 def main(argv=None):
     config, _, positionals = cli.parse(__file__, __doc__, argv, positional=True)
     folder = check_settings(config, positionals)
-    ensure_folder(config["out_dir"], "out_dir")
+    ensure_folder(config["out_dir"], "out_dir", create=False)
     rt = runtime(config["device"], config["precision"])
     if rt.world > 1:
         raise cli.UserError("report.py runs as one process: start it with python, not torchrun.")
@@ -506,7 +506,7 @@ def main(argv=None):
     else:
         for record in records:
             record.problems.append(f"no test scores: {no_split}")
-    out_dir = config["out_dir"]
+    out_dir = ensure_folder(config["out_dir"], "out_dir")
     sections, table1, best = build_sections(records, config, settings, info, out_dir, rt)
     title = (f"# Report on `{os.path.abspath(folder)}`\n\n"
              "Made by `python report.py`; its figures and tables lie beside this file.\n")

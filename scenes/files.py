@@ -23,6 +23,7 @@ def write_atomically(path, write, shared=False):
     """
     tmp = f"{path}.{os.getpid()}.tmp" if shared else f"{path}.tmp"
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
@@ -45,28 +46,35 @@ def sub_folders(path):
                   key=os.path.basename)
 
 
-def ensure_folder(path, setting, named=""):
+def ensure_folder(path, setting, named="", create=True):
     """Create the folder a setting names (and its parents) if needed, or refuse in a sentence when
-    that path is a file or the folder cannot be created or written. ``named``: how to call it."""
+    that path is a file or the folder cannot be created or written. ``named``: how to call it;
+    ``create=False`` only checks, so a script can refuse early and make the folder when it writes."""
     named = named or f"--{setting}={path}"
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{named} is a file, not a folder; name a folder (it is created if missing).")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{named}: the folder cannot be created ({error.strerror or error}).") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"{named}: the folder cannot be written; choose another one.")
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(os.path.abspath(existing)) != os.path.abspath(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise UserError(f"{named}: the folder cannot be created ({existing} is a file).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{named}: {existing} cannot be written; choose another folder.")
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"{named}: the folder cannot be created ({error.strerror or error}).") from None
     return path
 
 
 def ensure_file_folder(path, setting):
     """Check, before the work, that the file a setting names can be written there: refuse a folder,
-    create the file's folder."""
+    or a folder that cannot be made (``write_atomically`` makes it when the file is written)."""
     if os.path.isdir(path):
         raise UserError(f"--{setting}={path} is a folder; name the file to write.")
     folder = os.path.dirname(os.path.abspath(path))
-    ensure_folder(folder, setting, f"the folder {folder} of --{setting}={path}")
+    ensure_folder(folder, setting, f"the folder {folder} of --{setting}={path}", create=False)
 
 
 def ensure_room(folder, needed, what):
