@@ -5,8 +5,9 @@
     python train.py --preset=all                     # the report's four variants, one after another
     torchrun --nproc_per_node=2 train.py             # DistributedDataParallel, same script
 
-Each run writes checkpoints/<run>/: last.pth (every epoch), best.pth (best validation mAP),
-metrics.csv, config.json, curves.png (train/validation loss and accuracy) and test_loss.png.
+Each run writes checkpoints/<run>/: last.pth (every epoch), best.pth (best validation mAP; of equal
+ones, the lower validation loss), metrics.csv, config.json, curves.png (train/validation loss and
+accuracy) and test_loss.png.
 Running the same command again resumes from last.pth; --restart=true starts the run over.
 """
 import copy
@@ -36,7 +37,7 @@ from scenes.models import build_model, load_weights
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
 from scenes.speedups import keep_freed_memory
-from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, split_csvs
+from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, rows_digest, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
 
 # --- settings ---
@@ -93,8 +94,9 @@ PRESETS = {
 }
 REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 # Settings that may change when a run is resumed; any other change needs --restart=true.
-OPERATIONAL = {"data_root", "splits_dir", "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size",
-               "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
+# The split's CSV paths may change too (the same split by another path): its content is checked instead.
+OPERATIONAL = {"data_root", "splits_dir", "train_csv", "validation_csv", "test_csv", "split_sha256",
+               "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size", "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
 # Settings added after runs were saved without them, with the value that describes those runs.
 BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
                        "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
@@ -204,6 +206,8 @@ class Run:
     runner: nn.Module = None
     history: list = field(default_factory=list)
     best_metric: float = -1.0
+    best_loss: float = math.inf  # breaks ties of the validation mAP (an easy set reaches 1.0 early)
+    best_epoch: int = 0
 
     @property
     def last_path(self):
@@ -235,6 +239,19 @@ def build_run(config, rt, run_dir, started):
 # ---------------------------------------------------------------------------------------------
 # Resume or start
 
+def check_same_split(saved, config, path, log):
+    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ)."""
+    before = saved.get("split_sha256")
+    if before is None:  # saved before runs recorded their split
+        log(f"warning: {path} does not record its split's content; resuming on {config['splits_dir']} unchecked.")
+        return
+    changed = [split for split in SPLITS if before.get(split) != config["split_sha256"][split]]
+    if changed:
+        raise cli.UserError(f"{path} was trained on another split: {' and '.join(changed)} in {config['splits_dir']} "
+                            "now list other images (was the split made again?); resume with the split it was "
+                            "trained on, or pass --restart=true to train on this one from the start.")
+
+
 def check_resumable(saved, config, path):
     saved = {**BEFORE_THEY_EXISTED, **saved}
     changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
@@ -248,6 +265,7 @@ def resume(run):
     """Load the run's last.pth into its models, optimizer, scheduler, history and plan."""
     config = run.config
     checkpoint = load_checkpoint(run.last_path)
+    check_same_split(checkpoint["config"], config, run.last_path, run.log)
     check_resumable(checkpoint["config"], config, run.last_path)
     load_weights(run.eval_model, checkpoint["model"], run.last_path, config["arch"])
     if run.eval_model is not run.model:
@@ -255,6 +273,7 @@ def resume(run):
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])
     run.history, run.best_metric = checkpoint["history"], checkpoint["best_metric"]
+    run.best_loss, run.best_epoch = checkpoint.get("best_loss", math.inf), checkpoint.get("best_epoch", 0)
     run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 
@@ -404,6 +423,11 @@ def metrics_csv(history):
     return text.getvalue()
 
 
+def better(row, run):
+    """Whether an epoch beats the best so far: a higher validation mAP, or the same with a lower loss."""
+    return (row["val_map"], -row["val_loss"]) > (run.best_metric, -run.best_loss)
+
+
 def save_epoch(run, epoch, improved):
     """best.pth (if improved), metrics.csv and the plots, then last.pth.
 
@@ -413,7 +437,8 @@ def save_epoch(run, epoch, improved):
     trained = {"train_model": run.model.state_dict()} if run.eval_model is not run.model else {}
     state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
-             "best_metric": run.best_metric, "history": run.history, "config": run.config,
+             "best_metric": run.best_metric, "best_loss": run.best_loss, "best_epoch": run.best_epoch,
+             "history": run.history, "config": run.config,
              "runtime": {"device": str(run.rt.device), "precision": "bf16" if run.rt.bf16 else "fp32",
                          "processes": run.rt.world}}
     if improved:
@@ -424,10 +449,12 @@ def save_epoch(run, epoch, improved):
 
 
 def check_splits(config):
-    """Fail before training if a CSV is broken or the splits share a file."""
-    paths = {split: [rel for rel, _ in read_split_csv(config[f"{split}_csv"], config["data_root"],
-                                                      config["class_names"])] for split in SPLITS}
-    check_disjoint(paths)
+    """Fail before training if a CSV is broken or the splits share a file; the digest of each
+    split's rows goes into the config, so a resume can tell the same split from another."""
+    rows = {split: read_split_csv(config[f"{split}_csv"], config["data_root"], config["class_names"])
+            for split in SPLITS}
+    check_disjoint({split: [rel for rel, _ in split_rows] for split, split_rows in rows.items()})
+    config["split_sha256"] = {split: rows_digest(split_rows) for split, split_rows in rows.items()}
 
 
 def train(config):
@@ -450,8 +477,9 @@ def train(config):
         while epoch <= run.plan.epochs:
             row, size = run_epoch(run, epoch)
             run.history.append(row)
-            improved = row["val_map"] > run.best_metric
-            run.best_metric = max(run.best_metric, row["val_map"])
+            improved = better(row, run)
+            if improved:
+                run.best_metric, run.best_loss, run.best_epoch = row["val_map"], row["val_loss"], epoch
             if rt.is_main:
                 save_epoch(run, epoch, improved)
             log_epoch(run, row, size, improved)

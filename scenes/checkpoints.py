@@ -2,9 +2,10 @@
 
 A checkpoint is a dict of tensors and plain values only (so ``torch.load(weights_only=True)``
 reads it and never unpickles code): ``model`` (the unwrapped state dict), ``optimizer``,
-``scheduler``, ``epoch``, ``best_metric``, ``history`` (one dict of metrics per epoch),
-``config`` (every setting of the run, with ``arch``, ``class_names``, ``image_size``, ``mean``,
-``std``, the split CSVs and the seed) and ``runtime`` (the device, precision and process count it
+``scheduler``, ``epoch``, ``best_metric`` (with ``best_loss`` and ``best_epoch``), ``history``
+(one dict of metrics per epoch), ``config`` (every setting of the run, with ``arch``,
+``class_names``, ``image_size``, ``mean``, ``std``, the split CSVs, their rows' ``split_sha256``
+and the seed) and ``runtime`` (the device, precision and process count it
 was saved under; older checkpoints lack it).
 """
 import os

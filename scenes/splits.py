@@ -7,6 +7,7 @@ names, the counts). A split is written as one set: while its files are renamed i
 folder holds ``split_incomplete``, and a reader that finds it refuses the folder.
 """
 import csv
+import hashlib
 import io
 import json
 import os
@@ -176,3 +177,12 @@ def check_disjoint(split_paths, digest_of=None):
                     raise UserError(f"splits overlap: {path} ({split}) and {seen[key][1]} ({seen[key][0]}) "
                                     f"have the same {key[0]}; make the split again with main.py --steps=split.")
                 seen.setdefault(key, (split, path))
+
+
+def rows_digest(rows):
+    """The sha256 of a split's rows as read, ``[(relative_path, label)]``: the same split reached by
+    another path (``./splits``, a copy) has the same digest, a split made again over other images not."""
+    digest = hashlib.sha256()
+    for rel, label in rows:
+        digest.update(f"{rel}\t{label}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()

@@ -70,7 +70,7 @@ def test_flops_are_counted_not_assumed():
 @pytest.mark.parametrize("args, message", [
     (["--sizes=abc"], "--sizes"),
     (["--sizes=8"], "--sizes"),
-    (["--train_steps=0"], "at least 1"),
+    (["--train_steps=0"], r"--train_steps=0 is outside its range \[>= 1\]"),
 ])
 def test_bad_settings_are_refused(args, message):
     with pytest.raises(cli.UserError, match=message):

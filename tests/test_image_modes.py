@@ -20,7 +20,7 @@ from conftest import CPU
 from data_handling import make_splits
 from scenes.images import open_rgb, to_rgb
 from scenes.loaders import eval_loader
-from scenes.splits import read_split_csv, split_csv
+from scenes.splits import SPLITS, read_split_csv, split_csv
 
 V = np.arange(256, dtype=np.int64).reshape(16, 16)  # a gradient: every 8-bit value once
 COLOUR = np.dstack([V, V.T, 255 - V])  # distinct colours in every channel
@@ -176,12 +176,15 @@ def test_the_split_and_the_loaders_see_a_16_bit_png_as_its_8_bit_twin(tmp_path, 
     Image.fromarray(u8(V)).save(root / "flat" / "8.png")
     Image.fromarray(u8(COLOUR)).save(root / "flat" / "colour.png")  # the loaders' other images
     splits_dir = tmp_path / "splits"
-    make_splits(str(root), str(splits_dir), val_size=0, test_size=0, seed=0, log=lambda *a: None)
-    csv_file = split_csv(str(splits_dir), "train")
-    rows = [rel for rel, _ in read_split_csv(csv_file, str(root))]
-    assert "deep/16.png" in rows  # the split reads it and keeps it
+    Image.fromarray(u8(COLOUR[::-1])).save(root / "deep" / "colour.png")  # every split gets an image
+    make_splits(str(root), str(splits_dir), val_size=1, test_size=1, seed=0, log=lambda *a: None)
     config = {"image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3, "data_root": str(root),
               "class_names": ["deep", "flat"], "loader": loader, "cache_dir": str(tmp_path / "cache")}
-    images = torch.cat([batch for batch, _ in eval_loader(config, csv_file, CPU.device, 2, log=lambda *a: None)])
-    deep, flat = images[rows.index("deep/16.png")], images[rows.index("flat/8.png")]
+    seen = {}
+    for split in SPLITS:  # the split reads it and keeps it, in whichever split it lands
+        csv_file = split_csv(str(splits_dir), split)
+        rows = [rel for rel, _ in read_split_csv(csv_file, str(root))]
+        batches = eval_loader(config, csv_file, CPU.device, 2, log=lambda *a: None)
+        seen.update(zip(rows, torch.cat([batch for batch, _ in batches])))
+    deep, flat = seen["deep/16.png"], seen["flat/8.png"]
     assert torch.equal(deep, flat) and deep.mean() < 0.6  # the gradient's mean, 0.5, not white

@@ -166,8 +166,8 @@ def test_find_images_searches_folders_globs_and_lists(tmp_path):
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("--topk=0", "--topk takes 1 to 6"), ("--topk=7", "--topk takes 1 to 6"), ("--batch_size=0", "--batch_size"),
-    ("--workers=-1", "--workers"), ("--tta_flip=maybe", "--tta_flip takes auto, true or false"),
+    ("--topk=0", r"--topk=0 is outside its range \[>= 1\]"), ("--topk=7", "--topk takes 1 to 6"), ("--batch_size=0", "--batch_size"),
+    ("--workers=-1", "--workers"), ("--tta_flip=maybe", "--tta_flip takes one of auto, true, false"),
     ("--list_file=missing.txt", "cannot read the list of paths"),
 ])
 def test_settings_out_of_range_are_refused(trained, tmp_path, setting, message):
