@@ -1,7 +1,7 @@
 """A small generated six-class image set, so the pipeline runs on a fresh machine with no download.
 
-Each class has its own colours and texture (stripes, blobs, gradients ...) plus noise, so a
-network can learn it in a few epochs; the names follow the real data set's classes.
+Each class has its own stripes (direction and frequency), faint under random colours and noise,
+so a network learns it over a few epochs; the names follow the real data set's classes.
 """
 import os
 
@@ -15,12 +15,15 @@ CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 
 
 def demo_image(label, rng, size):
+    """One picture of a class: a wave of the class's direction and frequency over a colour drawn
+    for each picture (a slight tint of the class on the same range for every class) and noise, so
+    the classes overlap and a network learns them over several epochs, not in one."""
     y, x = np.mgrid[0:size, 0:size] / size
-    angle = label * np.pi / len(CLASSES) + rng.normal(0, 0.15)
+    angle = label * np.pi / len(CLASSES) + rng.normal(0, 0.12)
     frequency = 3 + label + rng.uniform(-0.5, 0.5)
     wave = np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + rng.uniform(0, 2 * np.pi))
-    base = np.array([(label * 53) % 256, (label * 97 + 60) % 256, (label * 151 + 120) % 256], dtype=float)
-    image = base + 60 * wave[..., None] + rng.normal(0, 25, (size, size, 3))
+    base = rng.uniform(60, 196, 3) + 40 * np.array([np.cos(label), np.sin(label), 0.0])
+    image = base + 55 * wave[..., None] + rng.normal(0, 30, (size, size, 3))
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
 
 

@@ -1,0 +1,102 @@
+"""Issue 22, groups 1 and 7: a run never continues on other data but resumes on the same split by any
+path; best.pth is the best epoch (ties broken by the validation loss) and the demo set is learnt
+over its epochs, not in one."""
+import csv
+import os
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+import main as main_script
+import train
+from conftest import train_args
+from data_handling import make_splits
+from scenes.checkpoints import load_checkpoint
+from scenes.demo import make_demo_dataset
+from scenes.splits import read_split_csv, rows_digest, split_csv
+from test_robustness import assert_user_error, run_cli, tiny_splits
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A one-epoch run (base, image root, splits_dir, run folder) to resume from."""
+    base = tmp_path_factory.mktemp("resume")
+    root, splits_dir = tiny_splits(base)
+    train.main(train_args(splits_dir, base, "--run=r", "--precision=fp32"))
+    return SimpleNamespace(base=base, root=root, splits_dir=splits_dir, run_dir=base / "checkpoints" / "r")
+
+
+def copied_run(one_epoch, dest):
+    shutil.copytree(one_epoch.run_dir, dest / "checkpoints" / "r")
+    return dest / "checkpoints" / "r"
+
+
+def folder_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_a_split_made_again_over_other_images_is_not_resumed(one_epoch, tmp_path, capsys):
+    root = make_demo_dataset(str(tmp_path / "images"), per_class=4, size=32)
+    shutil.copytree(one_epoch.root, root, dirs_exist_ok=True)
+    make_demo_dataset(root, per_class=6, size=32)  # images added, then the split made again
+    splits_dir = str(tmp_path / "splits")
+    make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    run_dir = copied_run(one_epoch, tmp_path)
+    before = folder_bytes(run_dir)
+    argv = train_args(splits_dir, one_epoch.base, "--run=r", "--precision=fp32", "--epochs=2",
+                      f"--checkpoints_dir={tmp_path / 'checkpoints'}")
+    code, err = run_cli(train.main, argv, capsys)
+    assert_user_error(code, err, "was trained on another split", "train and validation and test", "--restart=true")
+    assert folder_bytes(run_dir) == before
+    assert len(load_checkpoint(str(run_dir / "last.pth"))["history"]) == 1
+
+
+@pytest.mark.parametrize("spelling", ["relative", "absolute", "copy"])
+def test_the_same_split_by_another_path_resumes(one_epoch, tmp_path, monkeypatch, spelling):
+    if spelling == "copy":
+        splits_dir = str(shutil.copytree(one_epoch.splits_dir, tmp_path / "copied_splits"))
+    elif spelling == "relative":
+        monkeypatch.chdir(os.path.dirname(one_epoch.splits_dir))
+        splits_dir = os.path.join(".", os.path.basename(one_epoch.splits_dir))
+    else:
+        splits_dir = os.path.abspath(one_epoch.splits_dir)
+    run_dir = copied_run(one_epoch, tmp_path)
+    train.main(train_args(splits_dir, one_epoch.base, "--run=r", "--precision=fp32", "--epochs=2",
+                          f"--checkpoints_dir={tmp_path / 'checkpoints'}"))
+    assert len(load_checkpoint(str(run_dir / "last.pth"))["history"]) == 2
+
+
+def test_the_digest_follows_the_rows_not_the_folder(one_epoch, tmp_path):
+    rows = read_split_csv(split_csv(one_epoch.splits_dir, "train"), one_epoch.root)
+    copied = shutil.copytree(one_epoch.splits_dir, tmp_path / "copy")
+    assert rows_digest(read_split_csv(split_csv(str(copied), "train"), one_epoch.root)) == rows_digest(rows)
+    relabelled = [(rows[0][0], (rows[0][1] + 1) % 6)] + rows[1:]
+    assert rows_digest(relabelled) != rows_digest(rows)
+    assert rows_digest(rows[1:]) != rows_digest(rows)
+    saved = load_checkpoint(str(one_epoch.run_dir / "last.pth"))["config"]["split_sha256"]
+    assert saved["train"] == rows_digest(rows) and set(saved) == {"train", "validation", "test"}
+
+
+@pytest.mark.parametrize("val_map, val_loss, better", [
+    (0.9, 0.4, False),  # the same mAP, a higher loss: the earlier epoch stays
+    (0.9, 0.2, True),  # the same mAP, a lower loss
+    (0.95, 0.9, True),  # a higher mAP wins whatever its loss
+    (0.8, 0.1, False),
+])
+def test_best_is_the_higher_map_then_the_lower_loss(val_map, val_loss, better):
+    best_so_far = SimpleNamespace(best_metric=0.9, best_loss=0.3)
+    assert train.better({"val_map": val_map, "val_loss": val_loss}, best_so_far) is better
+
+
+def test_the_demo_is_learnt_over_its_epochs_and_best_pth_is_its_best_epoch(tmp_path, monkeypatch):
+    """The fresh-machine command's split and training, on the generated demo set."""
+    monkeypatch.chdir(tmp_path)
+    main_script.main(["--steps=split,train"])
+    with open(tmp_path / "checkpoints" / "demo" / "metrics.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    maps = [row["val_map"] for row in rows]
+    assert maps[0] < 0.75 and max(maps) > maps[0] + 0.15, maps  # learnt over the epochs, not solved in one
+    best = load_checkpoint(str(tmp_path / "checkpoints" / "demo" / "best.pth"))
+    chosen = max(range(len(rows)), key=lambda i: (maps[i], -rows[i]["val_loss"])) + 1
+    assert best["epoch"] == best["best_epoch"] == chosen
