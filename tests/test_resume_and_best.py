@@ -15,36 +15,27 @@ from data_handling import make_splits
 from scenes.checkpoints import load_checkpoint
 from scenes.demo import make_demo_dataset
 from scenes.splits import read_split_csv, rows_digest, split_csv
-from test_robustness import assert_user_error, run_cli, tiny_splits
+from test_robustness import assert_user_error, run_cli, trained  # noqa: F401 (a fixture: a one-epoch run)
 
 
-@pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory):
-    """A one-epoch run (base, image root, splits_dir, run folder) to resume from."""
-    base = tmp_path_factory.mktemp("resume")
-    root, splits_dir = tiny_splits(base)
-    train.main(train_args(splits_dir, base, "--run=r", "--precision=fp32"))
-    return SimpleNamespace(base=base, root=root, splits_dir=splits_dir, run_dir=base / "checkpoints" / "r")
-
-
-def copied_run(one_epoch, dest):
-    shutil.copytree(one_epoch.run_dir, dest / "checkpoints" / "r")
-    return dest / "checkpoints" / "r"
+def copied_run(trained, dest):
+    shutil.copytree(trained.run_dir, dest / "checkpoints" / "base")
+    return dest / "checkpoints" / "base"
 
 
 def folder_bytes(folder):
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
 
-def test_a_split_made_again_over_other_images_is_not_resumed(one_epoch, tmp_path, capsys):
+def test_a_split_made_again_over_other_images_is_not_resumed(trained, tmp_path, capsys):
     root = make_demo_dataset(str(tmp_path / "images"), per_class=4, size=32)
-    shutil.copytree(one_epoch.root, root, dirs_exist_ok=True)
+    shutil.copytree(trained.root, root, dirs_exist_ok=True)
     make_demo_dataset(root, per_class=6, size=32)  # images added, then the split made again
     splits_dir = str(tmp_path / "splits")
     make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
-    run_dir = copied_run(one_epoch, tmp_path)
+    run_dir = copied_run(trained, tmp_path)
     before = folder_bytes(run_dir)
-    argv = train_args(splits_dir, one_epoch.base, "--run=r", "--precision=fp32", "--epochs=2",
+    argv = train_args(splits_dir, trained.base, "--run=base", "--precision=fp32", "--epochs=2",
                       f"--checkpoints_dir={tmp_path / 'checkpoints'}")
     code, err = run_cli(train.main, argv, capsys)
     assert_user_error(code, err, "was trained on another split", "train and validation and test", "--restart=true")
@@ -53,28 +44,28 @@ def test_a_split_made_again_over_other_images_is_not_resumed(one_epoch, tmp_path
 
 
 @pytest.mark.parametrize("spelling", ["relative", "absolute", "copy"])
-def test_the_same_split_by_another_path_resumes(one_epoch, tmp_path, monkeypatch, spelling):
+def test_the_same_split_by_another_path_resumes(trained, tmp_path, monkeypatch, spelling):
     if spelling == "copy":
-        splits_dir = str(shutil.copytree(one_epoch.splits_dir, tmp_path / "copied_splits"))
+        splits_dir = str(shutil.copytree(trained.splits_dir, tmp_path / "copied_splits"))
     elif spelling == "relative":
-        monkeypatch.chdir(os.path.dirname(one_epoch.splits_dir))
-        splits_dir = os.path.join(".", os.path.basename(one_epoch.splits_dir))
+        monkeypatch.chdir(os.path.dirname(trained.splits_dir))
+        splits_dir = os.path.join(".", os.path.basename(trained.splits_dir))
     else:
-        splits_dir = os.path.abspath(one_epoch.splits_dir)
-    run_dir = copied_run(one_epoch, tmp_path)
-    train.main(train_args(splits_dir, one_epoch.base, "--run=r", "--precision=fp32", "--epochs=2",
+        splits_dir = os.path.abspath(trained.splits_dir)
+    run_dir = copied_run(trained, tmp_path)
+    train.main(train_args(splits_dir, trained.base, "--run=base", "--precision=fp32", "--epochs=2",
                           f"--checkpoints_dir={tmp_path / 'checkpoints'}"))
     assert len(load_checkpoint(str(run_dir / "last.pth"))["history"]) == 2
 
 
-def test_the_digest_follows_the_rows_not_the_folder(one_epoch, tmp_path):
-    rows = read_split_csv(split_csv(one_epoch.splits_dir, "train"), one_epoch.root)
-    copied = shutil.copytree(one_epoch.splits_dir, tmp_path / "copy")
-    assert rows_digest(read_split_csv(split_csv(str(copied), "train"), one_epoch.root)) == rows_digest(rows)
+def test_the_digest_follows_the_rows_not_the_folder(trained, tmp_path):
+    rows = read_split_csv(split_csv(trained.splits_dir, "train"), trained.root)
+    copied = shutil.copytree(trained.splits_dir, tmp_path / "copy")
+    assert rows_digest(read_split_csv(split_csv(str(copied), "train"), trained.root)) == rows_digest(rows)
     relabelled = [(rows[0][0], (rows[0][1] + 1) % 6)] + rows[1:]
     assert rows_digest(relabelled) != rows_digest(rows)
     assert rows_digest(rows[1:]) != rows_digest(rows)
-    saved = load_checkpoint(str(one_epoch.run_dir / "last.pth"))["config"]["split_sha256"]
+    saved = load_checkpoint(str(trained.run_dir / "last.pth"))["config"]["split_sha256"]
     assert saved["train"] == rows_digest(rows) and set(saved) == {"train", "validation", "test"}
 
 
