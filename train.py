@@ -239,9 +239,13 @@ def build_run(config, rt, run_dir, started):
 # ---------------------------------------------------------------------------------------------
 # Resume or start
 
-def check_same_split(saved, config, path, log):
-    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ)."""
-    before = saved.get("split_sha256")
+def check_same_split(config, run_dir, log):
+    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ), before
+    the loaders cache the images of the split given now."""
+    path = os.path.join(run_dir, "last.pth")
+    if not os.path.exists(path) or config["restart"]:
+        return
+    before = load_checkpoint(path)["config"].get("split_sha256")
     if before is None:  # saved before runs recorded their split
         log(f"warning: {path} does not record its split's content; resuming on {config['splits_dir']} unchecked.")
         return
@@ -265,7 +269,6 @@ def resume(run):
     """Load the run's last.pth into its models, optimizer, scheduler, history and plan."""
     config = run.config
     checkpoint = load_checkpoint(run.last_path)
-    check_same_split(checkpoint["config"], config, run.last_path, run.log)
     check_resumable(checkpoint["config"], config, run.last_path)
     load_weights(run.eval_model, checkpoint["model"], run.last_path, config["arch"])
     if run.eval_model is not run.model:
@@ -466,6 +469,7 @@ def train(config):
         ensure_folder(config["cache_dir"], "cache_dir")
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
     ensure_folder(run_dir, "run", f"the run folder {run_dir}")
+    check_same_split(config, run_dir, print if rt.is_main else (lambda *a: None))
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
         if not resume_or_start(run):

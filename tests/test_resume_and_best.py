@@ -35,11 +35,11 @@ def test_a_split_made_again_over_other_images_is_not_resumed(trained, tmp_path, 
     make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
     run_dir = copied_run(trained, tmp_path)
     before = folder_bytes(run_dir)
-    argv = train_args(splits_dir, trained.base, "--run=base", "--precision=fp32", "--epochs=2",
-                      f"--checkpoints_dir={tmp_path / 'checkpoints'}")
+    argv = train_args(splits_dir, tmp_path, "--run=base", "--precision=fp32", "--epochs=2")
     code, err = run_cli(train.main, argv, capsys)
     assert_user_error(code, err, "was trained on another split", "train and validation and test", "--restart=true")
     assert folder_bytes(run_dir) == before
+    assert not list((tmp_path / "cache").glob("*.u8"))  # refused before the new split's images were cached
     assert len(load_checkpoint(str(run_dir / "last.pth"))["history"]) == 1
 
 
