@@ -28,6 +28,7 @@ val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count 
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
 seed = 0  # seeds the split [>= 0]
 steps = "split,train,evaluate,features,report"  # comma-separated steps to run, in this order
+restart = False  # the train step starts its run over (needed after the split was made again over other images)
 # --- end of settings ---
 
 STEPS = ("split", "train", "evaluate", "features", "report")
@@ -54,7 +55,7 @@ def main(argv=None):
         data_handling.main([f"--data_root={root}", *splits, *(f"--{key}={config[key]}" for key in SPLIT_KEYS)])
     run_dir = os.path.join("checkpoints", "demo" if demo else "default")
     if "train" in steps:
-        train.main(splits + (DEMO_TRAIN if demo else []))
+        train.main(splits + (DEMO_TRAIN if demo else []) + [f"--restart={config['restart']}"])
     if "evaluate" in steps:
         accuracy_eval.main([os.path.join(run_dir, "best.pth"), "--data_root=" + root] + splits)
     if "features" in steps:

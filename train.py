@@ -256,6 +256,16 @@ def check_same_split(config, run_dir, log):
                             "trained on, or pass --restart=true to train on this one from the start.")
 
 
+def best_of(checkpoint):
+    """The best epoch's validation mAP, loss and number; a checkpoint saved before ties were broken
+    kept the mAP only, so its loss and epoch are those of the first epoch that reached it."""
+    best_metric, history = checkpoint["best_metric"], checkpoint["history"]
+    if "best_loss" in checkpoint:
+        return best_metric, checkpoint["best_loss"], checkpoint["best_epoch"]
+    first = next((row for row in history if row["val_map"] == best_metric), None)
+    return (best_metric, first["val_loss"], first["epoch"]) if first else (best_metric, math.inf, 0)
+
+
 def check_resumable(saved, config, path):
     saved = {**BEFORE_THEY_EXISTED, **saved}
     changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
@@ -275,8 +285,8 @@ def resume(run):
         load_weights(run.model, checkpoint["train_model"], run.last_path, config["arch"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])
-    run.history, run.best_metric = checkpoint["history"], checkpoint["best_metric"]
-    run.best_loss, run.best_epoch = checkpoint.get("best_loss", math.inf), checkpoint.get("best_epoch", 0)
+    run.history = checkpoint["history"]
+    run.best_metric, run.best_loss, run.best_epoch = best_of(checkpoint)
     run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 

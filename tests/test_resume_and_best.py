@@ -80,6 +80,21 @@ def test_best_is_the_higher_map_then_the_lower_loss(val_map, val_loss, better):
     assert train.better({"val_map": val_map, "val_loss": val_loss}, best_so_far) is better
 
 
+def test_a_checkpoint_saved_before_ties_were_broken_takes_the_loss_of_its_first_best_epoch():
+    history = [{"epoch": 1, "val_map": 0.8, "val_loss": 0.9}, {"epoch": 2, "val_map": 1.0, "val_loss": 0.5},
+               {"epoch": 3, "val_map": 1.0, "val_loss": 0.4}]
+    assert train.best_of({"best_metric": 1.0, "history": history}) == (1.0, 0.5, 2)
+    assert train.best_of({"best_metric": 1.0, "best_loss": 0.4, "best_epoch": 3, "history": history}) == (1.0, 0.4, 3)
+
+
+def test_main_py_passes_restart_to_its_train_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
+    main_script.main(["--steps=split,train", "--restart=true"])
+    assert "--restart=True" in seen[0] and "--run=demo" in seen[0]
+
+
 def test_the_demo_is_learnt_over_its_epochs_and_best_pth_is_its_best_epoch(tmp_path, monkeypatch):
     """The fresh-machine command's split and training, on the generated demo set."""
     monkeypatch.chdir(tmp_path)
