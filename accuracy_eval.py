@@ -85,7 +85,6 @@ def check_verified(differences, tolerance):
 def write_comparison(rows, out_dir, tag, caption):
     """The comparison table (the report's Table 1) as CSV and Markdown in ``out_dir``; returns it."""
     table = comparison_table(rows)
-    ensure_folder(out_dir, "out_dir")
     base = os.path.join(out_dir, f"comparison_{tag}")
     write_table(f"{base}.csv", table, float_format=COMPARISON_FORMAT)
     write_text(f"{base}.md", markdown_table(table, caption))

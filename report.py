@@ -506,7 +506,7 @@ def main(argv=None):
     else:
         for record in records:
             record.problems.append(f"no test scores: {no_split}")
-    out_dir = ensure_folder(config["out_dir"], "out_dir")
+    out_dir = config["out_dir"]
     sections, table1, best = build_sections(records, config, settings, info, out_dir, rt)
     title = (f"# Report on `{os.path.abspath(folder)}`\n\n"
              "Made by `python report.py`; its figures and tables lie beside this file.\n")

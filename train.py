@@ -96,7 +96,8 @@ REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 # Settings that may change when a run is resumed; any other change needs --restart=true.
 # The split's CSV paths may change too (the same split by another path): its content is checked instead.
 OPERATIONAL = {"data_root", "splits_dir", "train_csv", "validation_csv", "test_csv", "split_sha256",
-               "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size", "loader", "cache_dir", "num_workers", "device", "precision", "compile", "restart", "weights_file"}
+               "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size", "loader", "cache_dir",
+               "num_workers", "device", "precision", "compile", "restart", "weights_file"}
 # Settings added after runs were saved without them, with the value that describes those runs.
 BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
                        "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
@@ -239,13 +240,21 @@ def build_run(config, rt, run_dir, started):
 # ---------------------------------------------------------------------------------------------
 # Resume or start
 
-def check_same_split(config, run_dir, log):
-    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ), before
-    the loaders cache the images of the split given now."""
+def saved_run(config, run_dir, log):
+    """The run's last.pth, checked to fit this config (the same split, the same settings), or None
+    for a fresh run; read once, before the loaders cache the images of the split given now."""
     path = os.path.join(run_dir, "last.pth")
     if not os.path.exists(path) or config["restart"]:
-        return
-    before = load_checkpoint(path)["config"].get("split_sha256")
+        return None
+    checkpoint = load_checkpoint(path)
+    check_same_split(checkpoint["config"], config, path, log)
+    check_resumable(checkpoint["config"], config, path)
+    return checkpoint
+
+
+def check_same_split(saved, config, path, log):
+    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ)."""
+    before = saved.get("split_sha256")
     if before is None:  # saved before runs recorded their split
         log(f"warning: {path} does not record its split's content; resuming on {config['splits_dir']} unchecked.")
         return
@@ -275,11 +284,10 @@ def check_resumable(saved, config, path):
                             "or --restart=true to start the run over.")
 
 
-def resume(run):
-    """Load the run's last.pth into its models, optimizer, scheduler, history and plan."""
+def resume(run, checkpoint):
+    """Load the run's last.pth (read and checked by ``saved_run``) into its models, optimizer,
+    scheduler, history and plan."""
     config = run.config
-    checkpoint = load_checkpoint(run.last_path)
-    check_resumable(checkpoint["config"], config, run.last_path)
     load_weights(run.eval_model, checkpoint["model"], run.last_path, config["arch"])
     if run.eval_model is not run.model:
         load_weights(run.model, checkpoint["train_model"], run.last_path, config["arch"])
@@ -291,16 +299,16 @@ def resume(run):
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 
 
-def resume_or_start(run):
-    """Resume from last.pth (unless --restart), or write config.json of a fresh run.
+def resume_or_start(run, saved):
+    """Resume from ``saved`` (last.pth, see ``saved_run``), or write config.json of a fresh run.
 
     Returns False when the run has already finished its planned epochs (nothing to do)."""
     config = run.config
-    if not os.path.exists(run.last_path) or config["restart"]:
+    if saved is None:
         if run.rt.is_main:
             write_json(os.path.join(run.dir, "config.json"), config)
         return True
-    resume(run)
+    resume(run, saved)
     if len(run.history) >= run.plan.epochs:
         extend = "--time_budget_min=0 and a larger --epochs" if config["time_budget_min"] > 0 else "a larger --epochs"
         run.log(f"run {config['run']} has already finished its {len(run.history)} epochs; "
@@ -479,11 +487,12 @@ def train(config):
         ensure_folder(config["cache_dir"], "cache_dir")
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
     ensure_folder(run_dir, "run", f"the run folder {run_dir}")
-    check_same_split(config, run_dir, print if rt.is_main else (lambda *a: None))
+    saved = saved_run(config, run_dir, print if rt.is_main else (lambda *a: None))
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
-        if not resume_or_start(run):
+        if not resume_or_start(run, saved):
             return run.history[-1]
+        del saved  # its tensors are in the model and optimizer now; not kept twice while training
         run.runner = wrap_for_training(run)
         describe(run)
         run.plan.begin()

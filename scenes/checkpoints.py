@@ -8,6 +8,7 @@ reads it and never unpickles code): ``model`` (the unwrapped state dict), ``opti
 and the seed) and ``runtime`` (the device, precision and process count it
 was saved under; older checkpoints lack it).
 """
+import math
 import os
 import pickle
 import socket
@@ -62,7 +63,7 @@ def load_checkpoint(path):
 
 
 def is_number(value, kind=(int, float)):
-    return isinstance(value, kind) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_contents(checkpoint, path, hint):
