@@ -35,7 +35,7 @@ from scenes.loaders import build_loader, source_of
 from scenes.metrics import classification_metrics
 from scenes.models import build_model, load_weights
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
-from scenes.runtime import Runtime, prepare_model, runtime
+from scenes.runtime import Runtime, prepare_for_steps, runtime
 from scenes.speedups import keep_freed_memory
 from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, rows_digest, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
@@ -228,7 +228,7 @@ def build_run(config, rt, run_dir, started):
                         config["zero_init_residual"])
     loaders = {split: split_loader(config, split, rt, log) for split in SPLITS}
     calibration = split_loader(config, "train", rt, log, clean=True) if config["precise_bn_images"] > 0 else None
-    model = prepare_model(model, rt)
+    model = prepare_for_steps(model, rt)
     if rt.device.type == "cpu":
         keep_freed_memory()
     optimizer = make_optimizer(model, config)
@@ -340,8 +340,7 @@ def describe(run):
     """The run's one-line description at its start."""
     config, rt = run.config, run.rt
     budget = config["time_budget_min"]
-    short = (f" (under {SHORT_BUDGET_MIN} min the short-budget sizes, in place of the recipe's {progressive_min_size}-"
-             f"{image_size} px crops evaluated at {eval_image_size} px)" if short_budget(config) else "")
+    short = short_budget_note(config)
     length = (f"as many epochs as fit in {budget:g} min, planned after its first steps{short}" if budget > 0
               else f"{run.plan.epochs} epochs of {run.plan.what_it_trains()}")
     images = len(run.loaders["train"].indices) * rt.world
@@ -349,6 +348,18 @@ def describe(run):
     run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "
             f"{images} training images per epoch at {crop_sizes(config)} px, evaluated at {eval_size(config)} px; "
             f"{length}")
+
+
+def short_budget_note(config):
+    """What the short-budget rule changed in this run, in words ("" when nothing)."""
+    recipe = {"image_size": image_size, "eval_image_size": eval_image_size, "progressive_min_size": progressive_min_size}
+    words = {"image_size": "{} px crops", "eval_image_size": "evaluation at {} px",
+             "progressive_min_size": "no progressive resizing"}
+    changed = [words[k].format(v) for k, v in SHORT_BUDGET.items() if config[k] == v != recipe[k]]
+    if not (short_budget(config) and changed):
+        return ""
+    return (f" (under {SHORT_BUDGET_MIN} min the short-budget rule: {', '.join(changed)}; the recipe trains "
+            f"{progressive_min_size}-{image_size} px crops, evaluated at {eval_image_size} px)")
 
 
 def crop_sizes(config):

@@ -16,7 +16,7 @@ from scenes.figures import save_confusion
 from scenes.files import sub_folders, write_table
 from scenes.loaders import eval_loader
 from scenes.metrics import score_metrics, softmax_scores
-from scenes.runtime import prepare_model
+from scenes.runtime import prepare_for_steps
 from scenes.splits import class_folders, read_split_csv, read_split_info, split_csv
 
 SCORE_FORMAT = "%.9g"  # 9 significant digits round-trip float32 exactly
@@ -108,7 +108,7 @@ def score_checkpoint(checkpoint, path, settings, rt):
     class_names = config["class_names"]
     samples = read_split_csv(config["eval_csv"], config["data_root"], class_names)
     loader = eval_loader(config, config["eval_csv"], rt.device, config["eval_batch_size"])
-    model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
+    model = prepare_for_steps(model_from_checkpoint(checkpoint, path), rt)
     metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
     scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)
     scores.insert(0, "path", [rel for rel, _ in samples])
