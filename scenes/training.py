@@ -294,7 +294,8 @@ def describe(run):
     config, rt = run.config, run.rt
     budget = config["time_budget_min"]
     length = (f"as many epochs as fit in {budget:g} min, planned after its first steps{short_budget_note(config)}"
-              if budget > 0 else f"{run.plan.epochs} epochs of {run.plan.what_it_trains()}")
+              if budget > 0 else f"{run.plan.epochs} epoch{'s' if run.plan.epochs > 1 else ''} of "
+              f"{run.plan.what_it_trains()}")
     images = len(run.loaders["train"].indices) * rt.world
     processes = f"{rt.world} process{'es' if rt.world > 1 else ''}"
     run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "
