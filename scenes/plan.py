@@ -50,7 +50,8 @@ def planned_epochs(config, spent, done, recent, rt, ramp=None, slack=0.0):
     """
     numbers = torch.tensor([spent, sum(t / s ** 2 for s, t, _ in recent) / len(recent),
                             sum(e for *_, e in recent) / len(recent)], dtype=torch.float64)
-    if rt.world > 1:
+    if rt.world > 1:  # NCCL reduces tensors on the GPU only
+        numbers = numbers.to(rt.device if rt.device.type == "cuda" else "cpu")
         dist.all_reduce(numbers, op=dist.ReduceOp.MAX)
     spent, per_pixel, other_seconds = numbers.tolist()
     remaining = config["time_budget_min"] * 60 * (1 + slack) - spent
