@@ -206,6 +206,10 @@ def runs_of_this_split(records, settings, info):
             left_out.append(record)
         else:
             kept.append(record)
+    if not kept:
+        raise cli.UserError(f"no run in the folder was trained on the split in {settings['splits_dir']!r} "
+                            f"({', '.join(r.name for r in left_out)} on others); pass the --splits_dir they were "
+                            "trained on.")
     for record in left_out:
         print(f"skipped: run {record.name} ({record.dir}) was trained on another split than the one in "
               f"{settings['splits_dir']!r}; it is left out of the report.", file=sys.stderr)

@@ -136,13 +136,14 @@ def check_all(paths, settings, log=print):
         problem = problem_of(checkpoint, data, settings)
         if problem:
             skipped.append(f"{path} is not scored: {problem}")
-            print(f"skipped: {skipped[-1]}.", file=sys.stderr)
             continue
         if not verifiable(checkpoint):
             print(unverified_note(path), file=sys.stderr)
         loaded[path] = checkpoint
     if not loaded:
         raise UserError("; ".join(skipped) + ".")
+    for reason in skipped:
+        print(f"skipped: {reason}.", file=sys.stderr)
     return loaded
 
 
@@ -231,7 +232,8 @@ def provenance_file(score_file):
 
 def write_provenance(score_file, checkpoint_path, data_sha256, rt):
     """Beside a score file: what it is about (the checkpoint's and the data's sha256) and where it was made."""
-    write_json(provenance_file(score_file), {"checkpoint_sha256": file_sha256(checkpoint_path),
+    write_json(provenance_file(score_file), {"scores_sha256": file_sha256(score_file),
+                                             "checkpoint_sha256": file_sha256(checkpoint_path),
                                              "data_sha256": data_sha256, "device": str(rt.device),
                                              "precision": "bf16" if rt.bf16 else "fp32"})
 
@@ -265,21 +267,20 @@ def saved_scores(path, tag, data_sha256, samples, class_names, log=print):
 
     Trusted: written from this checkpoint (its sha256) over this data (``data_sha256``: the rows and
     their images' content), listing ``samples`` ([(relative path, label)]) in their order, with one
-    softmax score per class summing to 1 on every row.
+    softmax score per class summing to 1 on every row, and unchanged since (its own sha256).
     """
     score_file = f"{score_stem(path, tag)}_scores.csv"
-    if not os.path.isfile(score_file):
-        return None
     made_from = read_provenance(score_file)
     if made_from.get("data_sha256") != data_sha256 or made_from.get("checkpoint_sha256") != file_sha256(path):
-        return None
+        return None  # none saved, or saved for other data or weights
     try:
         saved = read_scores(score_file, "")
     except UserError:
         saved = None
     expected = pd.DataFrame({"path": [rel for rel, _ in samples], "label": [label for _, label in samples]})
     problem = "it does not parse" if saved is None else scores_problem(saved, class_names) or \
-        (None if same_images(saved, expected) else "it lists other images")
+        ("it lists other images" if not same_images(saved, expected) else
+         "it was changed after it was saved" if made_from.get("scores_sha256") != file_sha256(score_file) else None)
     if problem:
         log(f"{score_file} is not as it was saved ({problem}); scoring again.")
         return None
