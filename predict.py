@@ -27,7 +27,7 @@ from scenes.evaluation import predict
 from scenes.files import ensure_file_folder, write_table
 from scenes.metrics import softmax_scores
 from scenes.prediction import FileLoader, find_images, read_path_list, scores_table, topk_lines
-from scenes.runtime import prepare_model, runtime
+from scenes.runtime import prepare_for_steps, runtime
 from scenes.scoring import SCORE_FORMAT
 from scenes.transforms import build_transforms, eval_size
 
@@ -80,7 +80,7 @@ def main(argv=None):
     list_paths = read_path_list(settings["list_file"]) if settings["list_file"] else []
     paths = find_images(arguments + list_paths)
     rt = runtime(settings["device"], settings["precision"])
-    model = prepare_model(model_from_checkpoint(checkpoint, settings["checkpoint"]), rt)
+    model = prepare_for_steps(model_from_checkpoint(checkpoint, settings["checkpoint"]), rt)
     del checkpoint  # the optimizer state is not needed
     loader = FileLoader(paths, build_transforms(config, train=False), settings["batch_size"], rt.device,
                         settings["workers"])

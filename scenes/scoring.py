@@ -19,8 +19,8 @@ from scenes.figures import save_confusion
 from scenes.files import sub_folders, write_json, write_table
 from scenes.loaders import eval_loader
 from scenes.metrics import score_metrics, softmax_scores
-from scenes.runtime import prepare_model
 from scenes.provenance import overlap_problem, split_problem, unverified_note
+from scenes.runtime import prepare_for_steps
 from scenes.splits import (Split, class_folders, content_digests, file_sha256, read_split, read_split_csv,
                            read_split_info, split_csv, split_digest)
 
@@ -153,7 +153,7 @@ def score_checkpoint(checkpoint, path, settings, rt):
     config["epoch"] = checkpoint["epoch"]
     class_names, samples = config["class_names"], data.rows
     loader = eval_loader(config, config["eval_csv"], rt.device, config["eval_batch_size"])
-    model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
+    model = prepare_for_steps(model_from_checkpoint(checkpoint, path), rt)
     metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
     scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)
     scores.insert(0, "path", [rel for rel, _ in samples])
