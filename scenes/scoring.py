@@ -66,7 +66,10 @@ def run_names(paths):
 
 
 def data_tag(settings):
-    """Names what was evaluated in file names: the split, or "<csv folder>-<csv name>" for --csv."""
+    """Names what was evaluated in file names: the split, "folder-<name>" for --folder, or
+    "<csv folder>-<csv name>" for --csv (never a split's name, so a split's scores are never replaced)."""
+    if settings.get("folder"):
+        return f"folder-{os.path.basename(os.path.normpath(settings['folder']))}"
     if not settings["csv"]:
         return settings["split"]
     path = os.path.abspath(settings["csv"])

@@ -22,10 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from scenes.cli import UserError
-from scenes.files import ensure_folder
+from scenes.files import ensure_folder, sub_folders
 from scenes.images import to_rgb
 from scenes.near_copies import NEAR_DISTANCE, connected_groups, near_pairs, perceptual_hash
-from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
+from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split,
+                           write_split_csv)
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -48,10 +49,50 @@ def scan_dataset(root):
         if not files:
             empty.append(name)
         samples += [(f"{name}/{f}", label) for f in files]
+    if len(empty) == len(class_names):
+        point_to_class_folders(root)
     if empty:
         raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
     return class_names, samples
+
+
+def holds_images(folder):
+    return any(is_image_name(e.name) and e.is_file() for e in os.scandir(folder))
+
+
+def class_roots_below(root, depth=3):
+    """Folders under ``root`` (at most ``depth`` levels down) whose sub-folders hold images, shallowest
+    first: where the class folders of a nested download (Kaggle's seg_train/seg_train) are."""
+    found, level = [], [root]
+    for _ in range(depth):
+        level = [sub for folder in level for sub in sub_folders(folder)]
+        found += [folder for folder in level if sum(holds_images(sub) for sub in sub_folders(folder)) >= 2]
+    return found
+
+
+def point_to_class_folders(root):
+    """Refuse a root whose class folders hold no images, naming the folders below that look like a
+    dataset root (a Kaggle download nests them: seg_train/seg_train, seg_test/seg_test)."""
+    below = class_roots_below(root)
+    if not below:
+        return
+    training = [folder for folder in below if "train" in os.path.basename(folder).lower()] or below
+    others = [folder for folder in below if folder not in training]
+    hint = f"; evaluate a trained run on {others[0]} with python accuracy_eval.py CHECKPOINT --folder={others[0]}" \
+        if others else ""
+    raise UserError(f"{root!r} holds no images in its sub-folders, but {training[0]} holds class folders of images "
+                    f"(the Kaggle download nests them); pass --data_root={training[0]}{hint}.")
+
+
+def folder_listing(folder, out_dir):
+    """A labelled folder (one sub-folder per class) listed as a split CSV ``folder-<name>.csv`` in
+    ``out_dir``, so it is evaluated as a CSV is (against a checkpoint of the same classes); returns
+    the CSV's path."""
+    class_names, samples = scan_dataset(folder)
+    path = os.path.join(out_dir, f"folder-{os.path.basename(os.path.normpath(folder))}.csv")
+    write_split_csv(path, samples, class_names)
+    return path
 
 
 def inspect_image(path):
