@@ -1,15 +1,7 @@
-"""Making a split: a folder of class sub-folders into train.csv, validation.csv and test.csv.
-
-Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
-is stratified and seeded; byte-identical copies of an image and its near-copies (a small
-perceptual-hash distance, ``scenes.near_copies``) are reported and kept in one split;
-images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
-whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
-
-Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are
-refused, naming them (a CSV cannot hold them, and a renamed file is better than a silently missing
-one); sizes that leave a split empty are refused; a class too small to reach every split is a
-warning. The four files are written as one set, so a failure leaves the previous split whole.
+"""Making a split (what data_handling.py runs; its docstring says what a split is and guarantees):
+scanning a dataset root, hashing and decoding every image, grouping copies and near-copies
+(``scenes.near_copies``), the stratified seeded assignment, and the checks before anything is written.
+A labelled folder can also be listed as a split CSV (``folder_listing``, for accuracy_eval.py --folder).
 """
 import hashlib
 import io
