@@ -114,12 +114,6 @@ class EpochPlan:
             self.decide(self.config["epochs"], state["warmup_steps"])
         self.first_planned = True
 
-    def load_old(self, planned):
-        """Continue a run saved before plans were saved (its warm-up was ``warmup_epochs`` long)."""
-        self.decide(planned if self.budget else self.config["epochs"],
-                    self.config["warmup_epochs"] * self.steps_per_epoch)
-        self.first_planned = True
-
     # --- what the plan says per step and epoch
 
     def crop_size(self, epoch):

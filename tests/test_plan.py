@@ -189,10 +189,3 @@ def test_a_run_of_fixed_epochs_resumed_with_more_epochs_spreads_its_cosine_over_
     longer.load_state_dict(run.plan.state_dict())
     assert longer.warmup_steps == run.plan.warmup_steps == 1.0  # the warm-up it had
     assert longer.lr_factor(20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 19 / 39)))
-
-
-def test_a_run_saved_before_plans_were_keeps_its_warmup_of_whole_epochs():
-    old = plan.EpochPlan(config_of(time_budget_min=10.0, warmup_epochs=1.0), 10, 0.0)
-    old.load_old(planned=3)
-    assert (old.epochs, old.warmup_steps, old.ramp_epochs) == (3, 10.0, 3)
-    assert old.lr_factor(9) == 1.0 and old.lr_factor(30) == 0.0
