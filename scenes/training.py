@@ -3,6 +3,11 @@
 ``train(config)`` trains (or resumes) one run from a frozen config of plain values (train.py's
 settings resolved by ``resolve_config``: defaults, then the preset, then the command line, then
 what the split says); ``train_presets`` trains one preset or the report's four in turn.
+
+The default recipe under a budget of less than ``SHORT_BUDGET_MIN`` minutes trains at the
+``SHORT_BUDGET`` sizes throughout, and its log says so: kept beside the one schedule of
+``scenes.plan`` because the smaller sizes buy a short budget more epochs, which scored higher at 10
+minutes (RESULTS.md), a trade the schedule does not make.
 """
 import copy
 import csv
