@@ -25,6 +25,7 @@ from PIL import Image
 
 from scenes import cli
 from scenes.cli import UserError
+from scenes.corrections import correct
 from scenes.files import ensure_folder
 from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
 
@@ -38,6 +39,7 @@ splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_inf
 val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
 seed = 0  # seeds the split [>= 0]
+corrections = ""  # a CSV of path,action,class rows (relabel or drop) applied first; audit.py suggests one
 # --- end of settings ---
 
 
@@ -170,10 +172,12 @@ def check_split_sizes(splits, class_names, val_size, test_size, log):
             "--val_size and --test_size.")
 
 
-def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
+def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print,
+                corrections=""):
     """Scan, check, split and write the three CSVs plus split_info.json as one set. Returns the info dict."""
     class_names, samples = scan_dataset(root)
     check_names(root, samples)
+    samples, corrected = correct(samples, class_names, corrections, log)
     check_place(root, splits_dir)
     log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
     results = inspect_all(root, samples)
@@ -194,7 +198,7 @@ def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_T
     info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
             "counts": {name: len(rows) for name, rows in splits.items()},
             "duplicates": [[rel for rel, _ in g] for g in duplicates],
-            "unreadable": [rel for rel, _ in unreadable]}
+            "unreadable": [rel for rel, _ in unreadable], **corrected}
     write_split(splits_dir, splits, class_names, info)
     log(split_summary(splits, class_names))
     log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
@@ -223,7 +227,7 @@ def split_summary(splits, class_names):
 def main(argv=None):
     config, _ = cli.parse(__file__, __doc__, argv)
     return make_splits(config["data_root"], config["splits_dir"], config["val_size"], config["test_size"],
-                       config["seed"])
+                       config["seed"], corrections=config["corrections"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from scenes import cli
 from test_robustness import assert_user_error, run_cli, trained  # noqa: F401 (trained: a fixture)
 
 SCRIPTS = ["main", "data_handling", "NatureTypesDataset", "train", "accuracy_eval", "feature_map", "bench",
-           "report", "predict", "export"]
+           "report", "predict", "export", "audit"]
 
 
 # ---------------------------------------------------------------------------------------------

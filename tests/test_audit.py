@@ -1,0 +1,156 @@
+"""Issue 28: audit.py finds planted label errors, writes its files, and its corrections round-trip
+through data_handling.py; its refusals are one sentence each."""
+import hashlib
+import json
+import os
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import audit
+import data_handling
+import train
+from conftest import train_args
+from scenes.corrections import COLUMNS
+from scenes.demo import CLASSES
+from scenes.splits import SPLITS
+from test_robustness import assert_user_error, run_cli
+
+# Each class one colour under noise: a tiny network tells them apart after two short epochs, so a
+# picture filed under another class stands out as a trained model would make it stand out.
+COLOURS = [(200, 60, 60), (40, 150, 40), (230, 230, 250), (120, 90, 60), (40, 90, 210), (110, 110, 110)]
+PLANTED = [("forest", "buildings"), ("buildings", "forest"), ("sea", "street"), ("street", "sea")]
+
+
+def colour_image_set(root, per_class=16, size=32, seed=0):
+    """Six classes of one colour each (noisy JPEGs); returns root."""
+    rng = np.random.default_rng(seed)
+    for name, colour in zip(CLASSES, COLOURS):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(root, name, f"{i:03d}.jpg"), quality=90)
+    return root
+
+
+def plant_errors(root, per_pair=2):
+    """Move ``per_pair`` pictures of each class of ``PLANTED`` into the other's folder; returns the
+    planted paths (relative to root) with their true class."""
+    planted = {}
+    for true, wrong in PLANTED:
+        for i in range(per_pair):
+            name = f"{true}_{i:03d}.jpg"
+            shutil.move(os.path.join(root, true, f"{i:03d}.jpg"), os.path.join(root, wrong, name))
+            planted[f"{wrong}/{name}"] = true
+    return planted
+
+
+def audit_args(run, out_dir, *extra):
+    return [str(run), f"--out_dir={out_dir}", "--device=cpu", "--precision=fp32", "--gallery=4", *extra]
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """A colour set with 8 planted label errors, its split, a run of two short epochs and its audit."""
+    base = tmp_path_factory.mktemp("audit")
+    root = colour_image_set(str(base / "images"))
+    planted = plant_errors(root)
+    data_handling.make_splits(root, str(base / "splits"), val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    train.main(train_args(str(base / "splits"), base, "--run=r", "--epochs=2", "--batch_size=8", "--lr=0.02"))
+    run, out_dir = base / "checkpoints" / "r", base / "audit"
+    audit.main(audit_args(run, out_dir, f"--cache_dir={base / 'cache'}"))
+    return SimpleNamespace(base=base, root=root, planted=planted, run=run, out_dir=out_dir,
+                           issues=pd.read_csv(out_dir / "label_issues.csv"))
+
+
+def test_the_planted_label_errors_rank_first(audited):
+    issues, planted = audited.issues, audited.planted
+    top = list(issues["path"][:2 * len(planted)])
+    found = [path for path in planted if path in top]
+    assert len(found) >= len(planted) - 1, f"planted {sorted(planted)}, top of label_issues.csv {top}"
+    for path in found:  # the true class is the suggested one
+        assert issues.set_index("path").loc[path, "suggested"] == planted[path]
+    assert set(issues["split"]) <= set(SPLITS) and issues["score"].is_monotonic_increasing
+
+
+def test_the_audit_writes_its_files_with_their_columns(audited):
+    out = audited.out_dir
+    assert list(audited.issues.columns[:5]) == ["path", "split", "label", "suggested", "score"]
+    assert set(audited.issues["label"]) <= set(CLASSES) and set(audited.issues["suggested"]) <= set(CLASSES)
+    assert all(os.path.isfile(os.path.join(audited.root, path)) for path in audited.issues["path"])
+    copies, outliers = pd.read_csv(out / "near_copies.csv"), pd.read_csv(out / "outliers.csv")
+    assert list(copies.columns) == ["group", "path", "split", "label", "distance", "across_splits", "across_classes"]
+    assert list(outliers.columns) == ["path", "split", "label", "score"]
+    text = (out / "audit.md").read_text()
+    assert "what-if: without the" in text and "**real** (every test image)" in text
+    for split in SPLITS:
+        if (audited.issues["split"] == split).any():
+            assert f"label_issues_{split}.png" in text and (out / f"label_issues_{split}.png").stat().st_size > 0
+    suggested = pd.read_csv(out / "corrections_suggested.csv")
+    assert tuple(suggested.columns[:3]) == COLUMNS and set(suggested["action"]) == {"relabel"}
+    assert list(suggested["path"]) == list(audited.issues["path"][:len(suggested)])
+
+
+def test_corrections_relabel_and_drop_when_the_split_is_made(audited, tmp_path):
+    (relabelled, true), (dropped, _) = list(audited.planted.items())[:2]
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(f"path,action,class,note\n{relabelled},relabel,{true},checked\n{dropped},drop,,\n")
+    splits_dir = tmp_path / "splits"
+    data_handling.main([f"--data_root={audited.root}", f"--splits_dir={splits_dir}", "--val_size=0.25",
+                        "--test_size=0.25", f"--corrections={corrections}"])
+    rows = pd.concat([pd.read_csv(splits_dir / f"{split}.csv") for split in SPLITS])
+    assert rows.set_index("path").loc[relabelled, "class_name"] == true
+    assert dropped not in set(rows["path"]) and len(rows) == 6 * 16 - 1
+    info = json.loads((splits_dir / "split_info.json").read_text())
+    assert info["corrections_sha256"] == hashlib.sha256(corrections.read_bytes()).hexdigest()
+    assert info["corrections"]["relabelled"] == 1 and info["corrections"]["dropped"] == 1
+
+
+@pytest.mark.parametrize("text, words", [
+    ("path,action\n", ["header should begin with path,action,class"]),
+    ("path,action,class\nforest/000.jpg,move,sea\n", ["line 2", "'move'; write relabel or drop"]),
+    ("path,action,class\nforest/000.jpg,relabel,ocean\n", ["line 2", "'ocean', which is no class"]),
+    ("path,action,class\nforest/nothere.jpg,drop,\n", ["1 image(s) that are not in the data root",
+                                                      "forest/nothere.jpg"]),
+    ("path,action,class\nforest/005.jpg,drop,\nforest/005.jpg,relabel,sea\n", ["twice (lines 2 and 3)"]),
+    ("path,action,class\n/etc/passwd,drop,\n", ["not a path relative to the data root"]),
+])
+def test_a_wrong_corrections_file_is_refused_in_one_sentence(audited, tmp_path, capsys, text, words):
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(text)
+    argv = [f"--data_root={audited.root}", f"--splits_dir={tmp_path / 'splits'}", f"--corrections={corrections}"]
+    assert_user_error(*run_cli(data_handling.main, argv, capsys), *words)
+    assert not (tmp_path / "splits").exists()
+
+
+def test_the_audit_refuses_what_it_cannot_audit(audited, tmp_path, capsys):
+    out, cache = tmp_path / "out", f"--cache_dir={audited.base / 'cache'}"
+    remade = tmp_path / "remade"
+    data_handling.make_splits(audited.root, str(remade), val_size=0.25, test_size=0.25, seed=1, log=lambda *a: None)
+    cases = [
+        (audit_args(tmp_path / "nothing", out), ["does not exist"]),
+        (audit_args(audited.run, out, f"--splits_dir={tmp_path / 'gone'}"), ["the split of run r is not in", "missing"]),
+        (audit_args(audited.run, out, f"--splits_dir={remade}"), ["run r was trained on another split"]),
+        (audit_args(audited.run, out, "--folds=50", cache), ["--folds=50 needs 50 training images per class"]),
+        (audit_args(audited.run, os.path.join(audited.root, "audit")), ["inside the data root"]),
+        (audit_args(audited.run, out, "--folds=1"), ["--folds=1 is outside its range [>= 2]"]),
+        ([], ["name one run folder or checkpoint"]),
+    ]
+    for argv, words in cases:
+        assert_user_error(*run_cli(audit.main, argv, capsys), *words)
+    assert not out.exists()
+
+
+def test_a_run_of_one_class_is_refused(tmp_path, capsys):
+    root = tmp_path / "images"
+    colour_image_set(str(root), per_class=8)
+    for name in CLASSES[1:]:
+        shutil.rmtree(root / name)
+    data_handling.make_splits(str(root), str(tmp_path / "splits"), val_size=0.25, test_size=0.25, log=lambda *a: None)
+    train.main(train_args(str(tmp_path / "splits"), tmp_path, "--run=one", "--batch_size=4"))
+    argv = audit_args(tmp_path / "checkpoints" / "one", tmp_path / "out")
+    assert_user_error(*run_cli(audit.main, argv, capsys), "has one class; an audit of labels needs two")
