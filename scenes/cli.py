@@ -17,9 +17,11 @@ exit; anything else is a bug and keeps its traceback.
 import ast
 import math
 import operator
+import os
 import re
 import sys
 
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 BLOCK_START = "# --- settings ---"
 BLOCK_END = "# --- end of settings ---"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -112,6 +114,12 @@ def help_text(script_doc, settings, help_values=None):
 def defaults(script_path):
     """The settings block of a script as {name: default}."""
     return {name: value for name, value, _ in settings_block(script_path)}
+
+
+def script_defaults(script):
+    """The settings of one of the project's scripts (``"train.py"``) as {name: default}, read from
+    its file: the package never imports a script."""
+    return defaults(os.path.join(PROJECT_ROOT, script))
 
 
 def parse(script_path, script_doc, argv=None, positional=False, help_values=None):

@@ -18,6 +18,7 @@ from conftest import train_args
 from scenes.corrections import COLUMNS
 from scenes.demo import CLASSES
 from scenes.splits import SPLITS
+from scenes.splitting import make_splits
 from test_robustness import assert_user_error, run_cli
 
 # Each class one colour under noise: a tiny network tells them apart after two short epochs, so a
@@ -59,7 +60,7 @@ def audited(tmp_path_factory):
     base = tmp_path_factory.mktemp("audit")
     root = colour_image_set(str(base / "images"))
     planted = plant_errors(root)
-    data_handling.make_splits(root, str(base / "splits"), val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    make_splits(root, str(base / "splits"), val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
     train.main(train_args(str(base / "splits"), base, "--run=r", "--epochs=2", "--batch_size=8", "--lr=0.02"))
     run, out_dir = base / "checkpoints" / "r", base / "audit"
     audit.main(audit_args(run, out_dir, f"--cache_dir={base / 'cache'}"))
@@ -130,7 +131,7 @@ def test_a_wrong_corrections_file_is_refused_in_one_sentence(audited, tmp_path, 
 def test_the_audit_refuses_what_it_cannot_audit(audited, tmp_path, capsys):
     out, cache = tmp_path / "out", f"--cache_dir={audited.base / 'cache'}"
     remade = tmp_path / "remade"
-    data_handling.make_splits(audited.root, str(remade), val_size=0.25, test_size=0.25, seed=1, log=lambda *a: None)
+    make_splits(audited.root, str(remade), val_size=0.25, test_size=0.25, seed=1, log=lambda *a: None)
     cases = [
         (audit_args(tmp_path / "nothing", out), ["does not exist"]),
         (audit_args(audited.run, out, f"--splits_dir={tmp_path / 'gone'}"), ["the split of run r is not in", "missing"]),
@@ -150,7 +151,7 @@ def test_a_run_of_one_class_is_refused(tmp_path, capsys):
     colour_image_set(str(root), per_class=8)
     for name in CLASSES[1:]:
         shutil.rmtree(root / name)
-    data_handling.make_splits(str(root), str(tmp_path / "splits"), val_size=0.25, test_size=0.25, log=lambda *a: None)
+    make_splits(str(root), str(tmp_path / "splits"), val_size=0.25, test_size=0.25, log=lambda *a: None)
     train.main(train_args(str(tmp_path / "splits"), tmp_path, "--run=one", "--batch_size=4"))
     argv = audit_args(tmp_path / "checkpoints" / "one", tmp_path / "out")
     assert_user_error(*run_cli(audit.main, argv, capsys), "has one class; an audit of labels needs two")
