@@ -37,6 +37,7 @@ splits_dir = ""  # folder of the run's split CSVs; "" = where the run was traine
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
 train_probs = "cv_features"  # the training images' out-of-sample probabilities [one of cv_features, trainings, in_sample]
 folds = 5  # K of the cross-validation or of the trainings [>= 2]
+fold_epochs = 0  # epochs of each of --train_probs=trainings; 0 = as many as the run planned [>= 0]
 near_copy_threshold = 0.13  # near-copies: a feature distance below this times the median nearest-neighbour distance [> 0 and <= 1]
 gallery = 24  # images per gallery (per split for label errors; near-copy sets across splits) [>= 0]
 suggest = 50  # most suspicious labels written to corrections_suggested.csv [>= 0]
@@ -68,7 +69,7 @@ def audit(argument, settings, log=print):
     rt = runtime(settings["device"], settings["precision"])
     log(f"auditing run {run} ({path}, epoch {checkpoint['epoch']}) on {sum(len(r) for _, r in rows.values())} "
         f"images under {root}")
-    data = out_of_sample(extract(checkpoint, path, root, rows, settings, rt, log), settings, log)
+    data = out_of_sample(extract(checkpoint, path, root, rows, settings, rt, log), settings, out_dir, log)
     findings = find_issues(data, settings, log)
     tables, whatif = write_report(run, path, checkpoint["epoch"], data, findings, settings, out_dir)
     issues, copies, outliers = tables

@@ -23,6 +23,7 @@ the median nearest-neighbour distance (Datalab's ``near_duplicate`` rule, 0.13),
 """
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,13 +34,14 @@ from scipy.stats import iqr
 from torch import nn
 from tqdm import tqdm
 
-from scenes.checkpoints import check_class_names, model_from_checkpoint
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.cli import script_defaults
 from scenes.cli import UserError
 from scenes.loaders import eval_loader
 from scenes.metrics import softmax_scores
 from scenes.models import fold_batch_norms
-from scenes.runtime import prepare_model
-from scenes.splits import SPLITS, read_split_csv, read_split_info, rows_digest, split_csv
+from scenes.runtime import prepare_model, runtime
+from scenes.splits import SPLITS, read_split_csv, read_split_info, rows_digest, split_csv, split_csvs, write_split
 
 TRAIN_PROBS = ("cv_features", "trainings", "in_sample")
 NEIGHBOURS = 10  # as cleanlab's OutOfDistribution and Datalab use
@@ -57,6 +59,8 @@ class AuditData:
     features: np.ndarray = None  # (N, D) penultimate features
     probs: np.ndarray = None  # (N, C) out-of-sample class probabilities
     model_probs: np.ndarray = None  # (N, C) the run's own probabilities (in-sample for training images)
+    run_config: dict = None  # the run's config, for trainings of its recipe
+    planned_epochs: int = 0
     seconds: dict = field(default_factory=dict)
 
     def of(self, split):
@@ -139,7 +143,8 @@ def extract(checkpoint, path, root, rows, settings, rt, log=print):
     """AuditData of every image of the run's split, with features and the run's own probabilities."""
     config = {**checkpoint["config"], "data_root": root, "loader": settings["loader"],
               "cache_dir": settings["cache_dir"]}
-    data = AuditData(root, list(config["class_names"]))
+    data = AuditData(root, list(config["class_names"]), run_config=checkpoint["config"],
+                     planned_epochs=checkpoint.get("planned_epochs") or checkpoint["config"].get("epochs", 1))
     model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
     features, probs, labels = [], [], []
     started = time.perf_counter()
@@ -188,7 +193,7 @@ def check_folds(rows, class_names, settings):
                         "--train_probs=in_sample.")
 
 
-def training_probs(data, settings, log=print):
+def training_probs(data, settings, work_dir, log=print):
     """The out-of-sample probabilities of the training images, as ``settings['train_probs']`` says."""
     train = data.of("train")
     method, started = settings["train_probs"], time.perf_counter()
@@ -200,15 +205,69 @@ def training_probs(data, settings, log=print):
         probs = cross_validated_probs(data.features[train], data.labels[train], len(data.class_names),
                                       settings["folds"], settings["seed"])
     else:
-        raise UserError("--train_probs=trainings is not available yet; use cv_features or in_sample.")
+        probs = trainings_probs(data, settings, work_dir, log)
     data.seconds["train_probs"] = time.perf_counter() - started
     return probs
 
 
-def out_of_sample(data, settings, log=print):
-    """``data.probs``: the run's own probabilities for validation and test, ``training_probs`` for train."""
+def fold_numbers(labels, folds, seed):
+    """Each training image's fold (0 to K-1), stratified by class and seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fold = np.zeros(len(labels), dtype=int)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold[held_out] = k
+    return fold
+
+
+def fold_config(data, k, fold, work, settings):
+    """The run's recipe for the training without fold ``k``: a split in ``work`` whose training
+    images are the other folds', validation the run's (to choose its weights), test fold ``k``."""
+    train, validation = data.of("train"), data.of("validation")
+    rows = {"train": train[fold != k], "validation": validation, "test": train[fold == k]}
+    splits_dir = os.path.join(work, f"fold{k + 1}")
+    write_split(splits_dir, {split: [(data.paths[i], int(data.labels[i])) for i in indices]
+                             for split, indices in rows.items()}, data.class_names,
+                {"data_root": data.root, "class_names": data.class_names})
+    run = data.run_config
+    epochs = settings["fold_epochs"] or data.planned_epochs
+    return {**script_defaults("train.py"), **run, "data_root": data.root, "splits_dir": splits_dir,
+            **split_csvs(splits_dir), "checkpoints_dir": os.path.join(work, "checkpoints"), "run": f"fold{k + 1}",
+            "restart": True, "epochs": epochs, "time_budget_min": 0.0, "cache_dir": os.path.join(work, "cache"),
+            "loader": settings["loader"], "device": settings["device"], "precision": settings["precision"]}
+
+
+def trainings_probs(data, settings, work_dir, log=print):
+    """Probabilities of the training images from K trainings of the run's recipe, each without one
+    fold, which then scores that fold with its best weights (chosen on the validation split). Each
+    training's split, checkpoints and cache lie in a temporary folder under ``work_dir``, removed after it."""
+    from scenes.training import train as train_run
+
+    train = data.of("train")
+    fold = fold_numbers(data.labels[train], settings["folds"], settings["seed"])
+    probs = np.zeros((len(train), len(data.class_names)), dtype=np.float32)
+    rt = runtime(settings["device"], settings["precision"])
+    os.makedirs(work_dir, exist_ok=True)
+    for k in range(settings["folds"]):
+        with tempfile.TemporaryDirectory(prefix="audit-fold-", dir=work_dir) as work:
+            config = fold_config(data, k, fold, work, settings)
+            log(f"fold {k + 1}/{settings['folds']}: training on {int((fold != k).sum())} images, "
+                f"{config['epochs']} epochs, to score the other {int((fold == k).sum())} ...")
+            train_run(config)
+            best = os.path.join(work, "checkpoints", config["run"], "best.pth")
+            model = prepare_model(model_from_checkpoint(load_checkpoint(best), best), rt)
+            loader = eval_loader(config, config["test_csv"], rt.device, settings["batch_size"], log=log)
+            probs[fold == k] = features_and_probs(model, loader, rt, config.get("tta_flip", False),
+                                                  f"scoring fold {k + 1}")[1]
+    return probs
+
+
+def out_of_sample(data, settings, work_dir, log=print):
+    """``data.probs``: the run's own probabilities for validation and test, ``training_probs`` for train
+    (``work_dir`` holds the trainings' files while they run)."""
     data.probs = data.model_probs.copy()
-    data.probs[data.of("train")] = training_probs(data, settings, log)
+    data.probs[data.of("train")] = training_probs(data, settings, work_dir, log)
     return data
 
 

@@ -155,3 +155,25 @@ def test_a_run_of_one_class_is_refused(tmp_path, capsys):
     train.main(train_args(str(tmp_path / "splits"), tmp_path, "--run=one", "--batch_size=4"))
     argv = audit_args(tmp_path / "checkpoints" / "one", tmp_path / "out")
     assert_user_error(*run_cli(audit.main, argv, capsys), "has one class; an audit of labels needs two")
+
+
+def test_k_trainings_score_each_training_image_with_a_model_that_did_not_see_it(audited, tmp_path, monkeypatch):
+    import scenes.training
+    seen, real_train = [], scenes.training.train
+
+    def recording_train(config):  # the real training, its split noted
+        seen.append({split: set(pd.read_csv(config[f"{split}_csv"])["path"]) for split in SPLITS})
+        return real_train(config)
+
+    monkeypatch.setattr(scenes.training, "train", recording_train)
+    out = tmp_path / "out"
+    audit.main(audit_args(audited.run, out, f"--cache_dir={audited.base / 'cache'}", "--train_probs=trainings",
+                          "--folds=2", "--fold_epochs=1"))
+    training = set(pd.read_csv(audited.base / "splits" / "train.csv")["path"])
+    validation = set(pd.read_csv(audited.base / "splits" / "validation.csv")["path"])
+    assert len(seen) == 2 and seen[0]["test"] | seen[1]["test"] == training
+    for fold in seen:
+        assert not fold["train"] & fold["test"] and fold["train"] | fold["test"] == training
+        assert fold["validation"] == validation
+    assert "2 short trainings of the run's recipe" in (out / "audit.md").read_text()
+    assert (out / "label_issues.csv").is_file() and not list(out.glob("audit-fold-*"))
