@@ -35,10 +35,10 @@ from scenes.runtime import runtime
 out_dir = ""  # where the audit's files go; "" = results/audit/<run>
 splits_dir = ""  # folder of the run's split CSVs; "" = where the run was trained on them
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
-train_probs = "cv_features"  # the training images' out-of-sample probabilities [one of cv_features, trainings, in_sample]
+train_probs = "cv_features"  # how training images get out-of-sample scores [one of cv_features, trainings, in_sample]
 folds = 5  # K of the cross-validation or of the trainings [>= 2]
 fold_epochs = 0  # epochs of each of --train_probs=trainings; 0 = as many as the run planned [>= 0]
-near_copy_threshold = 0.13  # near-copies: a feature distance below this times the median nearest-neighbour distance [> 0 and <= 1]
+near_copy_threshold = 0.13  # near-copies: feature distance < this x the median nearest-neighbour one [> 0 and <= 1]
 gallery = 24  # images per gallery (per split for label errors; near-copy sets across splits) [>= 0]
 suggest = 50  # most suspicious labels written to corrections_suggested.csv [>= 0]
 batch_size = 256  # images per batch of the forward pass [>= 1]
@@ -62,7 +62,7 @@ def audit(argument, settings, log=print):
     """Audit the run a command-line argument names; returns (out_dir, tables, what-if)."""
     path, run = checkpoint_of(argument)
     checkpoint = load_checkpoint(path)
-    root, rows = read_run_split(checkpoint["config"], settings["splits_dir"], settings["data_root"], run)
+    root, rows = read_run_split(checkpoint["config"], settings["splits_dir"], settings["data_root"], run, log)
     check_folds(rows, checkpoint["config"]["class_names"], settings)
     out_dir = settings["out_dir"] or os.path.join("results", "audit", run)
     check_out_dir(out_dir, root)

@@ -6,7 +6,8 @@ Validation and test images were never trained on, so the run's own softmax score
 images need scores from a model that did not see them (``train_probs``):
 
 - ``cv_features`` (default): K-fold cross-validated logistic regression on the run's penultimate
-  features (the features come from the forward pass the audit makes anyway, so this adds seconds);
+  features scaled to unit length (they come from the forward pass the audit makes anyway, so this
+  adds about a second);
   the features were learnt on those images, so a memorised wrong label can still pull them;
 - ``trainings``: K short trainings of the run's recipe, each without one fold of the training split,
   which then scores that fold (K trainings of (K-1)/K of the images: for a GPU);
@@ -80,7 +81,8 @@ def checkpoint_of(argument):
         if os.path.isfile(os.path.join(argument, name)):
             return os.path.join(argument, name), os.path.basename(os.path.abspath(argument))
     if os.path.isdir(argument):
-        raise UserError(f"{argument!r} holds no best.pth or last.pth; name a run folder such as checkpoints/default.")
+        raise UserError(f"{argument!r} holds no best.pth or last.pth; name a run folder such as "
+                        "checkpoints/default.")
     raise UserError(f"checkpoint {argument!r} does not exist; name a run folder such as checkpoints/default.")
 
 
@@ -95,23 +97,25 @@ def split_files(config, splits_dir, name):
     return csvs
 
 
-def read_run_split(config, splits_dir, data_root, name):
+def read_run_split(config, splits_dir, data_root, name, log=print):
     """(data root, {split: (csv, [(relative_path, label)])}) of the run's split, checked to be the
     split it was trained on (its rows' digest), so no image is scored by a model that saw it."""
     csvs = split_files(config, splits_dir, name)
-    info = read_split_info(os.path.dirname(csvs["train"]))
-    check_class_names(config["class_names"], info["class_names"], name, f"the split {os.path.dirname(csvs['train'])!r}")
-    root = data_root or info["data_root"]
+    folder = os.path.dirname(csvs["train"])
+    info = read_split_info(folder)
+    check_class_names(config["class_names"], info["class_names"], name, f"the split {folder!r}")
     if len(info["class_names"]) < 2:
-        raise UserError(f"the split in {os.path.dirname(csvs['train'])} has one class; an audit of labels needs two.")
+        raise UserError(f"the split in {folder} has one class; an audit of labels needs two.")
+    root = data_root or info["data_root"]
     rows = {split: (csv, read_split_csv(csv, root, config["class_names"])) for split, csv in csvs.items()}
-    recorded = config.get("split_sha256") or {}
-    changed = [split for split, (_, split_rows) in rows.items()
-               if split in recorded and recorded[split] != rows_digest(split_rows)]
+    recorded = config.get("split_sha256")
+    if not recorded:
+        log(f"warning: run {name} does not record its split's content; auditing {folder} unchecked.")
+        return root, rows
+    changed = [split for split, (_, split_rows) in rows.items() if recorded.get(split) != rows_digest(split_rows)]
     if changed:
-        raise UserError(f"run {name} was trained on another split: {' and '.join(changed)} in "
-                        f"{os.path.dirname(csvs['train'])} now list other images (made again?); audit it on its own "
-                        "split (--splits_dir), or train a run on this one.")
+        raise UserError(f"run {name} was trained on another split: {' and '.join(changed)} in {folder} now list "
+                        "other images (made again?); audit it on its own split (--splits_dir), or train a run on this one.")
     return root, rows
 
 

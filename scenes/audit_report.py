@@ -129,7 +129,7 @@ def suggested_corrections(issues, count):
 
 def write_tables(data, findings, out_dir, suggest):
     """The three CSVs and corrections_suggested.csv; returns the tables."""
-    issues, copies, outliers = issue_table(data, findings), copy_table(data, findings), outlier_table(data, findings)
+    issues, copies, outliers = (table(data, findings) for table in (issue_table, copy_table, outlier_table))
     write_table(os.path.join(out_dir, "label_issues.csv"), issues, index=False, float_format="%.6g")
     write_table(os.path.join(out_dir, "near_copies.csv"), copies, index=False, float_format="%.6g")
     write_table(os.path.join(out_dir, "outliers.csv"), outliers, index=False, float_format="%.6g")
@@ -148,9 +148,9 @@ def metrics_table(whatif):
     real, without, removed = whatif
     header = "| test split | images | accuracy | mean class accuracy | mAP |\n|---|---:|---:|---:|---:|"
     row = "| {} | {} | {accuracy:.4f} | {mean_class_accuracy:.4f} | {map:.4f} |"
-    return "\n".join([header, row.format("**real** (every test image)", int(np.sum(real["confusion"])), **real),
-                      row.format(f"what-if: without the {removed} suspected label errors", int(np.sum(without["confusion"])),
-                                 **without)])
+    count = lambda metrics: int(np.sum(metrics["confusion"]))  # noqa: E731
+    return "\n".join([header, row.format("**real** (every test image)", count(real), **real),
+                      row.format(f"what-if: without the {removed} suspected label errors", count(without), **without)])
 
 
 def counts_line(table, what):
