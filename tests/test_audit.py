@@ -109,6 +109,9 @@ def test_corrections_relabel_and_drop_when_the_split_is_made(audited, tmp_path):
     info = json.loads((splits_dir / "split_info.json").read_text())
     assert info["corrections_sha256"] == hashlib.sha256(corrections.read_bytes()).hexdigest()
     assert info["corrections"]["relabelled"] == 1 and info["corrections"]["dropped"] == 1
+    train.main(train_args(str(splits_dir), tmp_path, "--run=corrected", "--batch_size=8"))  # the run knows it
+    config = json.loads((tmp_path / "checkpoints" / "corrected" / "config.json").read_text())
+    assert config["corrections_sha256"] == info["corrections_sha256"]
 
 
 @pytest.mark.parametrize("text, words", [
