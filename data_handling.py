@@ -26,7 +26,8 @@ from PIL import Image
 from scenes import cli
 from scenes.cli import UserError
 from scenes.files import ensure_folder
-from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
+from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_class_list, check_disjoint, class_folders, is_image_name,
+                           write_split)
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -50,6 +51,8 @@ def scan_dataset(root):
     class_names = class_folders(root)
     if not class_names:
         raise UserError(f"dataset root {root!r} has no class sub-folders; put one sub-folder of images per class there.")
+    check_class_list(class_names, f"dataset root {root!r}")
+    check_distinct_folders(root, class_names)
     samples, empty = [], []
     for label, name in enumerate(class_names):
         files = sorted(f for f in os.listdir(os.path.join(root, name)) if is_image_name(f)
@@ -61,6 +64,18 @@ def scan_dataset(root):
         raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
     return class_names, samples
+
+
+def check_distinct_folders(root, class_names):
+    """Refuse two class folders that are one folder (a link to another class): its images would be filed
+    under two labels."""
+    first = {}
+    for name in class_names:
+        real = os.path.realpath(os.path.join(root, name))
+        if real in first:
+            raise UserError(f"class folders {first[real]} and {name} in {root!r} are the same folder ({real}), "
+                            "so its images would have two labels; remove the link.")
+        first[real] = name
 
 
 def inspect_image(path):

@@ -38,8 +38,8 @@ from scenes.loaders import eval_loader
 from scenes.mistakes import confused_pairs, mistakes_table
 from scenes.plan import crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
-from scenes.scoring import (COMPARISON_FORMAT, comparison_table, markdown_table, metrics_of_scores, save_scores,
-                            saved_scores, score_checkpoint, score_stem, table_row)
+from scenes.scoring import (COMPARISON_FORMAT, comparison_table, markdown_cell, markdown_table, metrics_of_scores,
+                            save_scores, saved_scores, score_checkpoint, score_stem, table_row)
 from scenes.splits import read_split_csv, read_split_info, split_csv
 from scenes.transforms import build_transforms, eval_size, picture
 from train import REPORT_PRESETS
@@ -288,7 +288,7 @@ def runs_section(records, info, settings):
 
 def markdown_rows(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows])
 
 
 def curve_limits(records):

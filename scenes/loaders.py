@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from scenes.cli import UserError
 from scenes.dataset import NatureTypesDataset
-from scenes.files import ensure_folder, ensure_room, write_atomically
+from scenes.files import ensure_folder, ensure_room, remove_stale_temporaries, write_atomically
 from scenes.images import decoding_threads, load_image
 from scenes.splits import read_split_csv
 from scenes.transforms import eval_resize, eval_size, pil_transforms, random_resized_crop_flip
@@ -49,13 +49,18 @@ def decode_resized(path, size):
 
 
 def read_npy_header(path):
-    """The array shape and the data offset of a ``.npy`` file."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(f)
-        return shape, f.tell()
+    """The array shape and the data offset of a cache file (a ``.npy`` header of (N, S, S, 3) uint8)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+                raise ValueError(f"an array of {dtype} {shape}")
+            return shape, f.tell()
+    except (ValueError, EOFError) as error:  # numpy's words for a header that does not parse
+        raise UserError(f"{path} is damaged (its header: {error}); delete it to rebuild it.") from None
 
 
 class ImageCache:
@@ -111,6 +116,7 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     prefix, rest = cache_name(csv_file, root, samples, size)
     prefix = os.path.join(cache_dir, prefix)
     path = prefix + rest
+    remove_stale_temporaries(path, os.path.join(glob.escape(cache_dir), "*.u8"))  # of runs killed while caching
     if not os.path.exists(path) and build:
         ensure_folder(cache_dir, "cache_dir")
         ensure_room(cache_dir, len(samples) * size * size * 3, f"the cache of {len(samples)} images at {size} px")
