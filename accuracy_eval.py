@@ -22,17 +22,8 @@ score file; a score further than --tolerance from the saved one (or a score file
 or lists other images) is an error. Verify with the --device and --precision the scores were made
 with: bfloat16 and float32 scores differ by more than the tolerance.
 """
-import os
-
-import pandas as pd
-
 from scenes import cli
-from scenes.files import ensure_folder, write_table, write_text
-from scenes.runtime import runtime
-from scenes.scoring import (COMPARISON_FORMAT, check_all, comparison_table, data_tag, find_checkpoints,
-                            markdown_table, run_names, save_scores, score_checkpoint, score_stem, table_row,
-                            verify_scores)
-from scenes.transforms import eval_size
+from scenes.comparison import evaluate_checkpoints
 
 # --- settings ---
 split = "test"  # the split to evaluate; ignored with --csv [one of test, validation, train]
@@ -50,72 +41,9 @@ precision = "auto"  # auto: bf16 where the hardware is fast at it [one of auto, 
 # --- end of settings ---
 
 
-def evaluate_one(name, path, checkpoint, settings, rt, tag):
-    """Evaluate one checkpoint, save its scores and confusion matrix, print its metrics; returns its table row."""
-    config, metrics, scores = score_checkpoint(checkpoint, path, settings, rt)
-    stem = save_scores(path, tag, name, metrics, scores)
-    per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
-    print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {eval_size(config)}px): "
-          f"{len(scores)} images\n{per_class.round(4).to_string()}\n"
-          f"accuracy {metrics['accuracy']:.4f}  mean class accuracy {metrics['mean_class_accuracy']:.4f}  "
-          f"mAP {metrics['map']:.4f}\nscores: {stem}_scores.csv  confusion matrix: {stem}_confusion.png")
-    return table_row(metrics), len(scores)
-
-
-def verify_one(name, path, checkpoint, settings, rt, tag):
-    """Predict again and compare with the saved scores; returns the largest absolute difference."""
-    _, _, scores = score_checkpoint(checkpoint, path, settings, rt)
-    difference = verify_scores(scores, f"{score_stem(path, tag)}_scores.csv", settings["tolerance"])
-    verdict = "ok" if difference <= settings["tolerance"] else "MISMATCH"
-    print(f"{name}: largest absolute score difference {difference:.3g} over {scores.shape[0]} images "
-          f"x {scores.shape[1] - 2} classes (tolerance {settings['tolerance']:g}): {verdict}")
-    return difference
-
-
-def check_verified(differences, tolerance):
-    failed = [name for name, difference in differences.items() if not difference <= tolerance]
-    if failed:
-        largest = max(differences[name] for name in failed)
-        raise cli.UserError(f"the scores of {', '.join(failed)} differ from the saved ones by more than the "
-                            f"tolerance {tolerance:g} (largest {largest:.3g}): the reloaded model does not "
-                            "reproduce them (verify with the --device and --precision the scores were saved with).")
-    print(f"verified: all {len(differences)} reloaded model(s) reproduce their saved scores.")
-
-
-def write_comparison(rows, out_dir, tag, caption):
-    """The comparison table (the report's Table 1) as CSV and Markdown in ``out_dir``; returns it."""
-    table = comparison_table(rows)
-    base = os.path.join(out_dir, f"comparison_{tag}")
-    write_table(f"{base}.csv", table, float_format=COMPARISON_FORMAT)
-    write_text(f"{base}.md", markdown_table(table, caption))
-    print(f"\n{caption}\n{table.round(4).to_string()}\nsaved {base}.csv and {base}.md")
-    return table
-
-
 def main(argv=None):
-    """Evaluate (returns the comparison table) or, with --verify, check the saved scores (returns the
-    largest absolute difference per run)."""
     settings, _, arguments = cli.parse(__file__, __doc__, argv, positional=True)
-    ensure_folder(settings["out_dir"], "out_dir", create=False)
-    paths = find_checkpoints(arguments)
-    rt = runtime(settings["device"], settings["precision"])
-    if rt.world > 1:
-        raise cli.UserError("accuracy_eval.py runs as one process: start it with python, not torchrun.")
-    loaded = check_all(paths, settings)
-    tag = data_tag(settings)
-    what = f"--csv {settings['csv']}" if settings["csv"] else f"the {settings['split']} split"
-    print(f"evaluating {len(paths)} checkpoint(s) on {what} ({rt.device}, {'bf16' if rt.bf16 else 'fp32'})")
-    named = list(zip(run_names(paths), paths))
-    if settings["verify"]:
-        differences = {name: verify_one(name, path, loaded[path], settings, rt, tag) for name, path in named}
-        check_verified(differences, settings["tolerance"])
-        return differences
-    rows = {}
-    for name, path in named:
-        rows[name], images = evaluate_one(name, path, loaded[path], settings, rt, tag)
-    caption = (f"Average precision (AP) per class, mAP, accuracy and mean per-class accuracy on {what} "
-               f"({images} images).")
-    return write_comparison(rows, settings["out_dir"], tag, caption)
+    return evaluate_checkpoints(settings, arguments)
 
 
 if __name__ == "__main__":

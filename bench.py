@@ -39,9 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-import train
-from data_handling import scan_dataset
-from scenes import cli, speedups
+from scenes import cli, speedups, training
 from scenes.dataset import NatureTypesDataset
 from scenes.demo import make_demo_dataset
 from scenes.files import write_json
@@ -49,6 +47,7 @@ from scenes.models import build_model, fold_batch_norms
 from scenes.runtime import runtime
 from scenes.speedups import keep_freed_memory
 from scenes.splits import SPLIT_INFO, write_split_csv
+from scenes.splitting import scan_dataset
 from scenes.transforms import build_transforms
 
 # --- settings ---
@@ -294,11 +293,11 @@ def eval_warmup(config):
 
 def train_config(bench_dir, size, config, cache_dir):
     """train.py's own config, resolved by train.py, for the bench split at one image size."""
-    defaults = cli.defaults(train.__file__)
+    defaults = cli.script_defaults("train.py")
     overrides = {"splits_dir": bench_dir, "image_size": size, "eval_image_size": size, "progressive_min_size": 0,
                  "batch_size": config["batch_size"], "cache_dir": cache_dir, "device": config["device"],
                  "compile": config["compile"], "seed": config["seed"]}
-    return train.resolve_config(defaults, overrides)
+    return training.resolve_config(defaults, overrides)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +372,7 @@ def bench_path(name, run_config, rt, config, flops, skip=()):
                                                           skip)
     autocast = nullcontext if plain else rt.autocast
     runner = torch.compile(model) if config["compile"] and not plain else model
-    optimizer = train.make_optimizer(model, run_config)
+    optimizer = training.make_optimizer(model, run_config)
     criterion = nn.CrossEntropyLoss(label_smoothing=run_config["label_smoothing"])
     results = {}
     if plain:
@@ -383,7 +382,7 @@ def bench_path(name, run_config, rt, config, flops, skip=()):
         loaders = {}
         for split, train_mode in (("train", True), ("test", False)):
             built, start = [], time.perf_counter()
-            loaders[split] = train.split_loader(run_config, split, rt, log=built.append)
+            loaders[split] = training.split_loader(run_config, split, rt, log=built.append)
             results[f"cache_build_{split}_s"] = round(time.perf_counter() - start, 2) if built else 0.0
         make_batches = lambda split, train_mode, batch: forever(loaders[split])  # noqa: E731
 
@@ -583,7 +582,7 @@ def main(argv=None):
     image_sizes = parse_sizes(config["sizes"])
     if config["json"] and not os.path.isdir(os.path.dirname(os.path.abspath(config["json"]))):
         raise cli.UserError(f"--json={config['json']}: its folder does not exist.")
-    train_defaults = cli.defaults(train.__file__)
+    train_defaults = cli.script_defaults("train.py")
     eval_batch_size = train_defaults["eval_batch_size"]
     bench_dir = tempfile.mkdtemp(prefix="nature-bench-")
     try:

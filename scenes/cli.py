@@ -23,6 +23,7 @@ import re
 import sys
 import tokenize
 
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 BLOCK_START = "# --- settings ---"
 BLOCK_END = "# --- end of settings ---"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -129,6 +130,12 @@ def fill(comment, values):
 def defaults(script_path):
     """The settings block of a script as {name: default}."""
     return {name: value for name, value, _ in settings_block(script_path)}
+
+
+def script_defaults(script):
+    """The settings of one of the project's scripts (``"train.py"``) as {name: default}, read from
+    its file: the package never imports a script."""
+    return defaults(os.path.join(PROJECT_ROOT, script))
 
 
 def parse(script_path, script_doc, argv=None, positional=False, help_values=None):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from scenes.files import write_atomically
 
-DEMO_ROOT = "demo_data"
+DEMO_ROOT = os.path.join("demo", "data")  # every output of the demo pipeline lies under demo/
 CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 
 

@@ -8,7 +8,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from data_handling import make_splits  # noqa: E402
+from scenes.splitting import make_splits  # noqa: E402
 from scenes.demo import make_demo_dataset  # noqa: E402
 from scenes.runtime import Runtime  # noqa: E402
 

@@ -16,7 +16,7 @@ import accuracy_eval
 from scenes.checkpoints import load_checkpoint
 from scenes.cli import UserError
 from conftest import ROOT
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.demo import CLASSES, make_demo_dataset
 from scenes.metrics import classification_metrics
 

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scenes import training
 from scenes import cli
 import main as main_script
 import train as train_script
 from conftest import ROOT
-from data_handling import (DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, SPLITS, check_disjoint, class_quotas, make_splits,
+from scenes.splitting import (DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, SPLITS, check_disjoint, class_quotas, make_splits,
                            resolve_size, scan_dataset)
 
 # Class sizes of the full Intel set (train + test parts of the Kaggle copy): 17,034 images.
@@ -294,8 +295,8 @@ def test_help_lists_every_setting(capsys):
             assert f"--{name}=" in shown and repr(default) in shown, name
         assert "{" not in shown  # every threshold named in a help text is filled in from its constant
         if script is train_script:  # ... from the constants the code uses
-            assert f"runs of {train_script.MIX_MIN_EPOCHS}+ epochs" in shown
-            assert f"(under {train_script.SHORT_BUDGET_MIN}: 112 px" in shown
+            assert f"runs of {training.MIX_MIN_EPOCHS}+ epochs" in shown
+            assert f"(under {training.SHORT_BUDGET_MIN}: 112 px" in shown
     assert len(cli.settings_block(train_script.__file__)) > 30
 
 

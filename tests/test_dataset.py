@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from scenes import training
 from scenes.cli import UserError
 from conftest import CPU, ROOT, train_args
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.splits import write_split_csv as write_csv
 import train
 from NatureTypesDataset import NatureTypesDataset, build_transforms
@@ -92,8 +93,8 @@ def collect(loader):
 def test_cached_loader_gives_the_plain_evaluation_inputs(odd_images, tmp_path, eval_image_size, size):
     root, csv_file, rows = odd_images
     config = loader_config(root, csv_file, tmp_path / "cache", eval_image_size=eval_image_size)
-    plain = train.split_loader({**config, "loader": "plain"}, "validation", CPU, log=lambda *a: None)
-    cached = train.split_loader(config, "validation", CPU, log=lambda *a: None)
+    plain = training.split_loader({**config, "loader": "plain"}, "validation", CPU, log=lambda *a: None)
+    cached = training.split_loader(config, "validation", CPU, log=lambda *a: None)
     plain_images, plain_targets = collect(plain)
     cached_images, cached_targets = collect(cached)
     # the plain path by hand: the Dataset with the evaluation transforms
@@ -112,14 +113,14 @@ def test_cached_training_batches_are_augmented_and_seeded(odd_images, tmp_path):
     config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file)
 
     def epoch_images(epoch, seed=0):
-        loader = train.split_loader({**config, "seed": seed}, "train", CPU, log=lambda *a: None)
+        loader = training.split_loader({**config, "seed": seed}, "train", CPU, log=lambda *a: None)
         loader.set_epoch(epoch)
         return collect(loader)
 
     images, targets = epoch_images(1)
     assert images.shape == (len(rows), 3, 24, 24) and sorted(targets.tolist()) == sorted(l for _, l in rows)
     # with a larger evaluation size the crops are cut from images kept at that size, still 24 px out
-    sharper = train.split_loader({**config, "eval_image_size": 40}, "train", CPU, log=lambda *a: None)
+    sharper = training.split_loader({**config, "eval_image_size": 40}, "train", CPU, log=lambda *a: None)
     assert sharper.cache.shape[1:] == (40, 40, 3) and next(iter(sharper))[0].shape[-2:] == (24, 24)
     again, again_targets = epoch_images(1)
     assert torch.equal(images, again) and torch.equal(targets, again_targets)
@@ -143,17 +144,17 @@ def test_shards_cover_evaluation_once_and_training_evenly():
 def test_training_batches_never_hold_a_single_image(odd_images, tmp_path, loader):
     root, csv_file, _ = odd_images  # 7 images
     config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file, loader=loader, batch_size=6)
-    train_loader = train.split_loader(config, "train", CPU, log=lambda *a: None)
+    train_loader = training.split_loader(config, "train", CPU, log=lambda *a: None)
     assert [len(targets) for _, targets in train_loader] == [6] and len(train_loader) == 1
     config["eval_batch_size"] = 6
-    assert [len(t) for _, t in train.split_loader(config, "validation", CPU)] == [6, 1]
+    assert [len(t) for _, t in training.split_loader(config, "validation", CPU)] == [6, 1]
 
 
 @pytest.mark.parametrize("loader", ["cached", "plain"])
 def test_the_training_crop_size_can_change_between_epochs(odd_images, tmp_path, loader):
     root, csv_file, _ = odd_images
     config = loader_config(root, csv_file, tmp_path / "cache", train_csv=csv_file, loader=loader)
-    train_loader = train.split_loader(config, "train", CPU, log=lambda *a: None)
+    train_loader = training.split_loader(config, "train", CPU, log=lambda *a: None)
     assert next(iter(train_loader))[0].shape[-2:] == (24, 24)
     train_loader.set_crop_size(16)
     assert next(iter(train_loader))[0].shape[-2:] == (16, 16)
@@ -164,29 +165,29 @@ def test_a_second_loader_reuses_the_cache(odd_images, tmp_path):
     cache_dir = tmp_path / "cache"
     config = loader_config(root, csv_file, cache_dir)
     messages = []
-    first = collect(train.split_loader(config, "validation", CPU, log=messages.append))[0]
+    first = collect(training.split_loader(config, "validation", CPU, log=messages.append))[0]
     assert len(messages) == 1 and messages[0].startswith("caching 7 images")
     (cache_file,) = cache_dir.iterdir()
     assert cache_file.suffix == ".u8"
     stamp = cache_file.stat().st_mtime_ns
     messages.clear()
-    second = collect(train.split_loader(config, "validation", CPU, log=messages.append))[0]
+    second = collect(training.split_loader(config, "validation", CPU, log=messages.append))[0]
     assert messages == [] and cache_file.stat().st_mtime_ns == stamp
     assert list(cache_dir.iterdir()) == [cache_file]
     assert torch.equal(first, second)
     # a copy of the CSV elsewhere shares it; another size or CSV is another cache
     (tmp_path / "elsewhere").mkdir()
     copy = shutil.copy(csv_file, tmp_path / "elsewhere")
-    train.split_loader({**config, "validation_csv": copy}, "validation", CPU, log=messages.append)
+    training.split_loader({**config, "validation_csv": copy}, "validation", CPU, log=messages.append)
     assert messages == []
-    train.split_loader({**config, "image_size": 16}, "validation", CPU, log=messages.append)
+    training.split_loader({**config, "image_size": 16}, "validation", CPU, log=messages.append)
     shorter = str(tmp_path / "shorter.csv")
     write_csv(shorter, rows[:2], CLASSES)
-    train.split_loader({**config, "validation_csv": shorter}, "validation", CPU, log=messages.append)
+    training.split_loader({**config, "validation_csv": shorter}, "validation", CPU, log=messages.append)
     assert len(messages) == 2 and len(list(cache_dir.iterdir())) == 3
     # a changed image: a new cache replaces the outdated one of the same CSV and size
     Image.new("L", (150, 140), 7).save(os.path.join(root, "gray", "l.png"))  # another size and time
-    changed = collect(train.split_loader(config, "validation", CPU, log=messages.append))[0]
+    changed = collect(training.split_loader(config, "validation", CPU, log=messages.append))[0]
     assert len(messages) == 3 and len(list(cache_dir.iterdir())) == 3 and not cache_file.exists()
     assert torch.allclose(changed[0], (7 / 255 - torch.tensor(config["mean"]).view(3, 1, 1))
                           / torch.tensor(config["std"]).view(3, 1, 1), atol=1e-6)
@@ -201,7 +202,7 @@ def test_missing_file_and_unknown_class_are_named(odd_images, tmp_path):
     with pytest.raises(UserError, match=r"1 image\(s\) listed in .* are missing .* rgb/wide\.png"):
         read_split_csv(csv_file, root)
     with pytest.raises(UserError, match="rgb/wide.png"):
-        train.split_loader(loader_config(root, csv_file, tmp_path / "cache"), "validation", CPU)
+        training.split_loader(loader_config(root, csv_file, tmp_path / "cache"), "validation", CPU)
     assert not (tmp_path / "cache").exists()  # refused before any decoding
     other = str(tmp_path / "other.csv")
     write_csv(other, [("gray/l.png", 0)], ["snow"])
@@ -232,8 +233,8 @@ def test_train_py_with_a_missing_image_exits_with_one_sentence(image_root, tmp_p
 def test_a_truncated_cache_is_one_clear_error(odd_images, tmp_path):
     root, csv_file, _ = odd_images
     config = loader_config(root, csv_file, tmp_path / "cache")
-    train.split_loader(config, "validation", CPU, log=lambda *a: None)
+    training.split_loader(config, "validation", CPU, log=lambda *a: None)
     (cache_file,) = (tmp_path / "cache").iterdir()
     os.truncate(cache_file, cache_file.stat().st_size - 1)  # the last row is one byte short
     with pytest.raises(UserError, match="is not as long as its header says; delete it"):
-        train.split_loader(config, "validation", CPU, log=lambda *a: None)
+        training.split_loader(config, "validation", CPU, log=lambda *a: None)

@@ -11,13 +11,14 @@ from torch import nn
 
 import feature_map
 import train
+from scenes import training
 from scenes.checkpoints import load_checkpoint, model_from_checkpoint
 from scenes.cli import UserError
 from conftest import CPU, train_args
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.demo import make_demo_dataset
 from scenes.runtime import prepare_model
-from feature_map import NonPositiveStats, capture_outputs
+from scenes.features import NonPositiveStats, capture_outputs, check_module_names, stats_table
 
 
 def all_forward_hooks(model):
@@ -136,7 +137,7 @@ def test_basic_block_relu_counts_both_calls():
     assert torch.allclose(outputs["layer1.0.bn1"][0], bn1) and (bn1 < 0).any()
     assert torch.allclose(outputs["layer1.0.bn2"][0], bn2) and (bn2 < 0).any()
 
-    table = feature_map.stats_table(stats.rows(names), "header")
+    table = stats_table(stats.rows(names), "header")
     assert re.search(r"\| layer1\.0\.relu +\| +[\d.]+ \| +2 \|", table)
     assert "layer1.0.relu runs 2 times per forward pass" in table
 
@@ -144,7 +145,7 @@ def test_basic_block_relu_counts_both_calls():
 def test_unknown_module_is_a_clear_error():
     model = torchvision.models.resnet18(num_classes=6)
     with pytest.raises(UserError) as error:
-        feature_map.check_module_names(model, ["layer1.0.conv1", "layer1.0.conv3"])
+        check_module_names(model, ["layer1.0.conv1", "layer1.0.conv3"])
     message = str(error.value)
     assert "'layer1.0.conv3'" in message and "did you mean" in message
     assert "layer1.0.conv1" in message and "layer4.1.conv2" in message and "fc" in message  # valid names listed
@@ -187,7 +188,7 @@ def test_files_and_statistics_of_a_checkpoint(trained, tmp_path):
     checkpoint = load_checkpoint(best)
     model = model_from_checkpoint(checkpoint, best)
     config = dict(checkpoint["config"], eval_batch_size=7, cache_dir=str(tmp / "cache"))
-    images, _ = next(iter(train.split_loader(config, "test", CPU, log=lambda *a: None)))
+    images, _ = next(iter(training.split_loader(config, "test", CPU, log=lambda *a: None)))
     names = ["layer1.0.conv1", "layer1.0.relu", "layer4.1.conv2"]
     expected = stats_of(model, names, [images]).rows(names)
     assert [row["percent"] for row in rows] == pytest.approx([row["percent"] for row in expected], abs=0.01)

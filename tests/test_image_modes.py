@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import CPU
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.images import open_rgb, to_rgb
 from scenes.loaders import eval_loader
 from scenes.splits import SPLITS, read_split_csv, split_csv

@@ -12,6 +12,7 @@ import accuracy_eval
 import report
 import train
 from conftest import split_image_set, train_args
+from scenes import report as report_module
 from scenes.checkpoints import load_checkpoint, save_checkpoint
 from scenes.cli import UserError
 from scenes.files import pyplot
@@ -104,7 +105,7 @@ def test_figure1_has_one_panel_per_run_with_the_same_axes(made):
     _, _, result = made
     with_metrics = [r.name for r in result.records if r.history is not None]
     assert with_metrics == ["adam_lr0.001", "nobest", "sgd_lr0.01", "unfinished"]
-    for make in (report.figure1, report.figure2):
+    for make in (report_module.figure1, report_module.figure2):
         fig = make(result.records)
         assert [ax.get_title().split(" ")[0] for ax in fig.axes] == with_metrics
         assert len({(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes}) == 1

@@ -11,7 +11,8 @@ import pytest
 import main as main_script
 import train
 from conftest import train_args
-from data_handling import make_splits
+from scenes.splitting import make_splits
+from scenes import pipeline, training
 from scenes.checkpoints import load_checkpoint
 from scenes.demo import make_demo_dataset
 from scenes.splits import read_split_csv, rows_digest, split_csv
@@ -77,32 +78,32 @@ def test_the_digest_follows_the_rows_not_the_folder(trained, tmp_path):
 ])
 def test_best_is_the_higher_map_then_the_lower_loss(val_map, val_loss, better):
     best_so_far = SimpleNamespace(best_metric=0.9, best_loss=0.3)
-    assert train.better({"val_map": val_map, "val_loss": val_loss}, best_so_far) is better
+    assert training.better({"val_map": val_map, "val_loss": val_loss}, best_so_far) is better
 
 
 def test_a_checkpoint_saved_before_ties_were_broken_takes_the_loss_of_its_first_best_epoch():
     history = [{"epoch": 1, "val_map": 0.8, "val_loss": 0.9}, {"epoch": 2, "val_map": 1.0, "val_loss": 0.5},
                {"epoch": 3, "val_map": 1.0, "val_loss": 0.4}]
-    assert train.best_of({"best_metric": 1.0, "history": history}) == (1.0, 0.5, 2)
-    assert train.best_of({"best_metric": 1.0, "best_loss": 0.4, "best_epoch": 3, "history": history}) == (1.0, 0.4, 3)
+    assert training.best_of({"best_metric": 1.0, "history": history}) == (1.0, 0.5, 2)
+    assert training.best_of({"best_metric": 1.0, "best_loss": 0.4, "best_epoch": 3, "history": history}) == (1.0, 0.4, 3)
 
 
 def test_main_py_passes_restart_to_its_train_step(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
-    monkeypatch.setattr(train, "main", lambda argv: seen.append(argv))
+    monkeypatch.setattr(pipeline, "train_presets", lambda config, overrides: seen.append(overrides))
     main_script.main(["--steps=split,train", "--restart=true"])
-    assert "--restart=True" in seen[0] and "--run=demo" in seen[0]
+    assert seen[0]["restart"] is True and seen[0]["run"] == "demo"
 
 
 def test_the_demo_is_learnt_over_its_epochs_and_best_pth_is_its_best_epoch(tmp_path, monkeypatch):
     """The fresh-machine command's split and training, on the generated demo set."""
     monkeypatch.chdir(tmp_path)
     main_script.main(["--steps=split,train"])
-    with open(tmp_path / "checkpoints" / "demo" / "metrics.csv", newline="") as f:
+    with open(tmp_path / "demo" / "checkpoints" / "demo" / "metrics.csv", newline="") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     maps = [row["val_map"] for row in rows]
     assert maps[0] < 0.75 and max(maps) > maps[0] + 0.15, maps  # learnt over the epochs, not solved in one
-    best = load_checkpoint(str(tmp_path / "checkpoints" / "demo" / "best.pth"))
+    best = load_checkpoint(str(tmp_path / "demo" / "checkpoints" / "demo" / "best.pth"))
     chosen = max(range(len(rows)), key=lambda i: (maps[i], -rows[i]["val_loss"])) + 1
     assert best["epoch"] == best["best_epoch"] == chosen

@@ -28,12 +28,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from scenes import training
 from scenes import cli
 import main as main_script
 import train
 from scenes.checkpoints import RunLock, check_class_names, load_checkpoint, model_from_checkpoint, save_checkpoint
 from conftest import ROOT, train_args
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.demo import make_demo_dataset
 from scenes.loaders import build_loader, source_of
 from scenes.transforms import augment_of, eval_size
@@ -676,7 +677,7 @@ def test_1x1_and_5000x5000_images_split_and_load(tmp_path):
              for row in read_rows(os.path.join(splits_dir, f"{split}.csv"))}
     assert {"forest/tiny.png", "sea/huge.jpg"} <= set(where)
     config, overrides = cli.parse(train.__file__, train.__doc__, train_args(splits_dir, tmp_path))
-    config = train.resolve_config(config, overrides)
+    config = training.resolve_config(config, overrides)
     for split in sorted({where["forest/tiny.png"], where["sea/huge.jpg"]}):
         inputs = {}
         for loader in ("cached", "plain"):
@@ -714,7 +715,7 @@ def user_mistakes(trained, tmp_path):
         "bad loader": (train.main, [*splits, "--loader=fast"], ["--loader takes"]),
         "resume other arch": (train.main, [*splits, f"--checkpoints_dir={trained.base / 'checkpoints'}",
                                            "--run=base", "--arch=resnet34"], ["arch='resnet18'", "--restart=true"]),
-        "unknown step": (main_script.main, ["--steps=split,fly"], ["unknown step(s) fly"]),
+        "unknown step": (main_script.main, ["--steps=split,fly"], ["unknown steps fly"]),
         "positional": (main_script.main, ["data"], ["unexpected argument 'data'"]),
     }
 

@@ -18,6 +18,7 @@ import NatureTypesDataset
 import data_handling
 import train
 from conftest import ROOT, train_args
+from scenes import splitting
 from scenes.cli import UserError
 from scenes.demo import make_demo_dataset
 from scenes.files import write_together
@@ -32,7 +33,7 @@ def split(tmp_path):
     """Six generated classes of four images and their split: (root, splits_dir, the split's files)."""
     root = make_demo_dataset(str(tmp_path / "images"), per_class=4, size=16)
     splits_dir = str(tmp_path / "splits")
-    data_handling.make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    splitting.make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
     return root, splits_dir, folder_bytes(splits_dir)
 
 
@@ -173,7 +174,7 @@ def test_a_size_that_is_no_number_of_images_is_refused(split, capsys, size):
     assert_user_error(code, err, "--test_size")
     assert folder_bytes(splits_dir) == before
     with pytest.raises(UserError, match=f"test size {float(size)} does not fit"):  # callers of the function
-        data_handling.resolve_size(float(size), 100, "test")
+        splitting.resolve_size(float(size), 100, "test")
 
 
 def test_the_script_refuses_an_empty_split_in_one_line(split):

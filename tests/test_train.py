@@ -16,13 +16,14 @@ import torch
 import torchvision
 from PIL import Image
 
+from scenes import training
 from scenes import cli
 from scenes import loaders
 import train
 from scenes.checkpoints import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
 from scenes.cli import UserError
 from conftest import CPU, ROOT, train_args
-from data_handling import make_splits
+from scenes.splitting import make_splits
 from scenes.demo import make_demo_dataset
 from scenes.evaluation import evaluate, recalibrate_batch_norms
 from scenes.runtime import Runtime
@@ -47,14 +48,14 @@ def data(tmp_path_factory):
 
 def stop_at_epoch(monkeypatch, stop_epoch):
     """Make train.py stop as if killed when ``stop_epoch`` starts (after the previous epoch's save)."""
-    original = train.train_one_epoch
+    original = training.train_one_epoch
 
     def interrupted(run, epoch):
         if epoch == stop_epoch:
             raise KeyboardInterrupt
         return original(run, epoch)
 
-    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(
 def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(interrupted_run, data, tmp_path):
     run_dir = copy_run(interrupted_run, tmp_path)
     checkpoint = torch.load(run_dir / "last.pth", weights_only=True)
-    for key in train.BEFORE_THEY_EXISTED:  # as saved before these settings existed
+    for key in training.BEFORE_THEY_EXISTED:  # as saved before these settings existed
         del checkpoint["config"][key]
     torch.save(checkpoint, run_dir / "last.pth")
     args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
@@ -206,11 +207,11 @@ def test_the_moving_average_moves_by_one_minus_decay():
         model.weight.fill_(3.0)
         model.running_mean.fill_(2.0)
     model.num_batches_tracked += 5
-    train.ema_updater(average, model, 0.75)()
+    training.ema_updater(average, model, 0.75)()
     assert torch.allclose(average.weight, torch.full((3,), 1.5))  # 0.75 * 1 + 0.25 * 3
     assert torch.allclose(average.running_mean, torch.full((3,), 0.5))
     assert average.num_batches_tracked.item() == 5  # counters are copied, not averaged
-    assert train.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
+    assert training.ema_decay({"ema_epochs": 2.0}, 50) == pytest.approx(0.99)
 
 
 def test_precise_bn_averages_the_statistics_of_the_first_images_and_trains_nothing():
@@ -239,7 +240,7 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
             assert torch.equal(kept[name], precise[name]), name  # training is the same
     # the first BatchNorm's mean: that of the stem's output on the 16 unaugmented training images at 40 px
     config = load_checkpoint(str(tmp_path / "checkpoints" / "precise" / "last.pth"))["config"]
-    loader = train.split_loader(config, "train", Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None, clean=True)
+    loader = training.split_loader(config, "train", Runtime(torch.device("cpu"), bf16=False), log=lambda *a: None, clean=True)
     loader.set_epoch(1)
     [(images, _)] = list(loader)  # one batch of 16: the 17th image is dropped, as in training
     assert images.shape == (16, 3, 40, 40)
@@ -269,7 +270,7 @@ def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only(
 def test_batch_mixing_gives_soft_targets_of_two_images_at_most():
     torch.manual_seed(0)
     images, targets = torch.rand(8, 3, 16, 16), torch.arange(8) % 6
-    mixer = train.batch_mixer(6)
+    mixer = training.batch_mixer(6)
     mixed, soft = mixer(images.clone(), targets, 1.0)
     assert soft.shape == (8, 6) and torch.allclose(soft.sum(1), torch.ones(8))
     assert ((soft > 0).sum(1) <= 2).all() and not torch.equal(mixed, images)
@@ -299,14 +300,14 @@ def test_resume_with_other_settings_is_refused(interrupted_run, data, tmp_path, 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(interrupted_run, data, tmp_path, monkeypatch):
     run_dir = copy_run(interrupted_run, tmp_path)
     before = {name: (run_dir / name).read_bytes() for name in ("last.pth", "best.pth", "metrics.csv")}
-    original = train.train_one_epoch
+    original = training.train_one_epoch
 
     def diverging(run, epoch):
         for group in run.optimizer.param_groups:  # one step with an infinite learning rate wrecks the weights
             group["lr"] = float("inf")
         return original(run, epoch)
 
-    monkeypatch.setattr(train, "train_one_epoch", diverging)
+    monkeypatch.setattr(training, "train_one_epoch", diverging)
     with pytest.raises(UserError, match="last good checkpoint is kept"):
         train.main(train_args(data[1], tmp_path, "--run=r", "--epochs=2"))
     assert {name: (run_dir / name).read_bytes() for name in before} == before
@@ -411,7 +412,7 @@ def test_torchrun_two_processes_match_a_single_process_evaluation(data, tmp_path
     model = model_from_checkpoint(checkpoint, str(run_dir / "last.pth"))
     rt = Runtime(torch.device("cpu"), bf16=False)
     for short, split in (("val", "validation"), ("test", "test")):
-        loader = train.split_loader(checkpoint["config"], split, CPU, log=lambda *a: None)
+        loader = training.split_loader(checkpoint["config"], split, CPU, log=lambda *a: None)
         assert isinstance(loader, CachedLoader) and loader.world == 1
         metrics, logits, targets = evaluate(model, loader, rt, checkpoint["config"]["class_names"])
         assert len(targets) == {"val": 9, "test": 10}[short]
@@ -436,7 +437,7 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
     calls = []  # (seconds spent, epochs done) at each planning
     monkeypatch.setattr(plan, "planned_epochs",
                         lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
-    original = train.train_one_epoch
+    original = training.train_one_epoch
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
@@ -445,7 +446,7 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
     assert checkpoint["planned_epochs"] == 3
     checkpoint["history"][0]["seconds"] = 1000.0  # as if epoch 1 had taken 1000 s
     save_checkpoint(checkpoint, last)
-    monkeypatch.setattr(train, "train_one_epoch", original)
+    monkeypatch.setattr(training, "train_one_epoch", original)
     train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
     assert [done for _, done in calls] == [1, 2, 3]
     assert calls[0][0] < 1000 <= calls[1][0] < calls[2][0]
@@ -472,10 +473,10 @@ def test_a_short_time_budget_trains_the_default_recipe_on_smaller_images_unless_
     defaults = cli.defaults(train.__file__)
 
     def sizes(**overrides):
-        config = train.resolve_config(defaults, {"splits_dir": data[1], **overrides})
+        config = training.resolve_config(defaults, {"splits_dir": data[1], **overrides})
         return config["image_size"], config["eval_image_size"], config["progressive_min_size"]
     growing = (defaults["image_size"], defaults["eval_image_size"], defaults["progressive_min_size"])
-    assert growing[2] > 0 and sizes() == growing == sizes(time_budget_min=train.SHORT_BUDGET_MIN)
+    assert growing[2] > 0 and sizes() == growing == sizes(time_budget_min=training.SHORT_BUDGET_MIN)
     assert sizes(time_budget_min=10.0) == (112, 144, 0)
     assert sizes(time_budget_min=10.0, image_size=96) == (96, 144, 0)  # what the command line says stays
     assert sizes(time_budget_min=10.0, preset="sgd_lr0.01") == (80, 0, 0)  # the report's presets keep theirs

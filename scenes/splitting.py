@@ -1,0 +1,222 @@
+"""Making a split: a folder of class sub-folders into train.csv, validation.csv and test.csv.
+
+Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
+is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
+images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
+whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
+
+Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are
+refused, naming them (a CSV cannot hold them, and a renamed file is better than a silently missing
+one); sizes that leave a split empty are refused; a class too small to reach every split is a
+warning. The four files are written as one set, so a failure leaves the previous split whole.
+"""
+import hashlib
+import math
+import os
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+
+from scenes.cli import UserError
+from scenes.files import ensure_folder
+from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_class_list, check_disjoint, class_folders, is_image_name,
+                           write_split)
+
+# The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
+DEFAULT_VAL_SIZE = 3000 / 17034
+DEFAULT_TEST_SIZE = 2000 / 17034
+
+
+def scan_dataset(root):
+    """Return (class_names, [(relative_path, label)]) for a root of class folders, sorted."""
+    if not os.path.exists(root):
+        raise UserError(f"dataset root {root!r} does not exist; put one sub-folder of images per class there.")
+    if not os.path.isdir(root):
+        raise UserError(f"dataset root {root!r} is a file, not a folder of class sub-folders.")
+    class_names = class_folders(root)
+    if not class_names:
+        raise UserError(f"dataset root {root!r} has no class sub-folders; put one sub-folder of images per class there.")
+    check_class_list(class_names, f"dataset root {root!r}")
+    check_distinct_folders(root, class_names)
+    samples, empty = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(f for f in os.listdir(os.path.join(root, name)) if is_image_name(f)
+                       and os.path.isfile(os.path.join(root, name, f)))
+        if not files:
+            empty.append(name)
+        samples += [(f"{name}/{f}", label) for f in files]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
+                        f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
+    return class_names, samples
+
+
+def check_distinct_folders(root, class_names):
+    """Refuse two class folders that are one folder (a link to another class): its images would be filed
+    under two labels."""
+    first = {}
+    for name in class_names:
+        real = os.path.realpath(os.path.join(root, name))
+        if real in first:
+            raise UserError(f"class folders {first[real]} and {name} in {root!r} are the same folder ({real}), "
+                            "so its images would have two labels; remove the link.")
+        first[real] = name
+
+
+def inspect_image(path):
+    """Return (sha256 of the file's bytes, None) or (None, reason) when it cannot be decoded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(path) as image:
+            image.load()
+        return hashlib.sha256(data).hexdigest(), None
+    except Exception as error:  # PIL raises many kinds for a bad file; each one means "unreadable"
+        return None, f"{type(error).__name__}: {error}"
+
+
+def inspect_all(root, samples, workers=8):
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda s: inspect_image(os.path.join(root, s[0])), samples))
+
+
+def resolve_size(size, total, what):
+    """A size below 1 is a fraction of the total, otherwise a count of images."""
+    if 0 <= size < math.inf:  # nan fails it too, as every comparison
+        count = round(size * total) if size < 1 else int(size)
+        if count <= total:
+            return count
+    raise UserError(f"{what} size {size} does not fit {total} images; give a fraction below 1 or a count.")
+
+
+def class_quotas(class_counts, count):
+    """Split ``count`` over classes in proportion to their sizes, summing exactly (largest remainder)."""
+    total = sum(class_counts)
+    exact = [n * count / total for n in class_counts]
+    quotas = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda c: (quotas[c] - exact[c], c))
+    for c in by_remainder[:count - sum(quotas)]:
+        quotas[c] += 1
+    return quotas
+
+
+def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
+    """Stratified assignment of every readable sample to a split, duplicates kept together.
+
+    Copies with the same content form one group, filed under the class of its first path; groups
+    are shuffled per class with the seed and fill the test, then the validation quota. Quotas are
+    per class of each image, so a copy filed under another class counts against that class's quota.
+    Returns {split: [sample, ...]}.
+    """
+    per_class = defaultdict(list)
+    for members in group_by_content(samples, digests):
+        per_class[members[0][1]].append(members)
+    class_counts = [sum(1 for _, label in samples if label == c) for c in range(num_classes)]
+    total = sum(class_counts)
+    need = {"test": class_quotas(class_counts, resolve_size(test_size, total, "test")),
+            "validation": class_quotas(class_counts, resolve_size(val_size, total, "validation"))}
+    rng = random.Random(seed)
+    splits = {name: [] for name in SPLITS}
+    for c in range(num_classes):
+        class_groups = sorted(per_class[c])
+        rng.shuffle(class_groups)
+        for members in class_groups:
+            wanted = Counter(label for _, label in members)
+            split = next((s for s in ("test", "validation")
+                          if all(n <= need[s][label] for label, n in wanted.items())), "train")
+            if split != "train":
+                for label, n in wanted.items():
+                    need[split][label] -= n
+            splits[split] += members
+    return {name: sorted(rows) for name, rows in splits.items()}
+
+
+def check_names(root, samples):
+    """Refuse file names that cannot be written to a UTF-8 CSV, before any image is decoded."""
+    bad = []
+    for rel, _ in samples:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # a name of bytes that are not UTF-8, kept by Python as surrogates
+            bad.append(os.fsencode(rel).decode("utf-8", "backslashreplace"))
+    if bad:
+        raise UserError(f"{len(bad)} file name(s) under {root!r} are not valid UTF-8, e.g. {', '.join(bad[:5])}; "
+                        "rename them (convmv can) and make the split again.")
+
+
+def check_place(root, splits_dir):
+    """The splits folder must lie outside the dataset root, links resolved, and be a folder that can be made."""
+    if os.path.realpath(splits_dir).startswith(os.path.realpath(root) + os.sep):
+        raise UserError(f"splits_dir {splits_dir!r} is inside the dataset root, where every folder is a class; "
+                        "choose a folder outside it.")
+    ensure_folder(splits_dir, "splits_dir")
+
+
+def check_split_sizes(splits, class_names, val_size, test_size, log):
+    """An empty split is refused, naming the size settings; a class missing from a split is a warning."""
+    empty = [name for name in SPLITS if not splits[name]]
+    if empty:
+        total = sum(len(rows) for rows in splits.values())
+        raise UserError(f"with {total} images, --val_size={val_size} and --test_size={test_size} leave the "
+                        f"{' and '.join(empty)} split empty; choose sizes that give every split an image.")
+    short = []
+    for label, name in enumerate(class_names):
+        missing = [split for split in SPLITS if all(l != label for _, l in splits[split])]
+        if missing:
+            count = sum(l == label for rows in splits.values() for _, l in rows)
+            short.append(f"{name} ({count} image(s), none in {' or '.join(missing)})")
+    if short:
+        log(f"warning: class(es) too small to reach every split: {', '.join(short)}; add images or change "
+            "--val_size and --test_size.")
+
+
+def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
+    """Scan, check, split and write the three CSVs plus split_info.json as one set. Returns the info dict."""
+    class_names, samples = scan_dataset(root)
+    check_names(root, samples)
+    check_place(root, splits_dir)
+    log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
+    results = inspect_all(root, samples)
+    unreadable = [(s[0], why) for s, (_, why) in zip(samples, results) if why]
+    for rel, why in unreadable:
+        log(f"warning: leaving out {rel}: it cannot be decoded ({why})")
+    readable = [(s, d) for s, (d, _) in zip(samples, results) if d]
+    samples, digests = [s for s, _ in readable], [d for _, d in readable]
+    duplicates = sorted(g for g in group_by_content(samples, digests) if len(g) > 1)
+    for members in duplicates:
+        classes = {class_names[label] for _, label in members}
+        kind = "filed under two classes" if len(classes) > 1 else "within one class"
+        log(f"duplicate content ({kind}): {' = '.join(rel for rel, _ in members)}")
+    splits = assign_splits(samples, digests, len(class_names), val_size, test_size, seed)
+    check_split_sizes(splits, class_names, val_size, test_size, log)
+    digest_of = {rel: d for (rel, _), d in zip(samples, digests)}
+    check_disjoint({k: [rel for rel, _ in v] for k, v in splits.items()}, digest_of)
+    info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
+            "counts": {name: len(rows) for name, rows in splits.items()},
+            "duplicates": [[rel for rel, _ in g] for g in duplicates],
+            "unreadable": [rel for rel, _ in unreadable]}
+    write_split(splits_dir, splits, class_names, info)
+    log(split_summary(splits, class_names))
+    log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
+        f"one split each, {len(unreadable)} unreadable image(s) left out. CSVs written to {splits_dir}/")
+    return info
+
+
+def group_by_content(samples, digests):
+    """Lists of samples whose files are byte-identical (most lists hold one sample)."""
+    groups = defaultdict(list)
+    for sample, digest in zip(samples, digests):
+        groups[digest].append(sample)
+    return list(groups.values())
+
+
+def split_summary(splits, class_names):
+    """A small table of images per class and split."""
+    header = f"{'class':<12}" + "".join(f"{s:>12}" for s in SPLITS)
+    rows = [header]
+    for label, name in enumerate(class_names):
+        rows.append(f"{name:<12}" + "".join(f"{sum(1 for _, l in splits[s] if l == label):>12}" for s in SPLITS))
+    rows.append(f"{'total':<12}" + "".join(f"{len(splits[s]):>12}" for s in SPLITS))
+    return "\n".join(rows)
