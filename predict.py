@@ -30,6 +30,7 @@ from scenes.outputs import check_output_file
 from scenes.prediction import FileLoader, find_images, read_path_list, scores_table, topk_lines
 from scenes.runtime import prepare_model, runtime
 from scenes.scoring import SCORE_FORMAT
+from scenes.splits import check_class_list
 from scenes.transforms import build_transforms, eval_size
 
 # --- settings ---
@@ -78,6 +79,7 @@ def main(argv=None):
     check_settings(settings, arguments, class_names)
     if settings["out"]:
         ensure_file_folder(settings["out"], "out")
+        check_class_list(class_names, settings["checkpoint"])  # its class columns beside path, predicted, score
         check_output_file(settings["out"], "out", [("--checkpoint", settings["checkpoint"]),
                                                    ("--list_file", settings["list_file"])])
     list_paths = read_path_list(settings["list_file"]) if settings["list_file"] else []

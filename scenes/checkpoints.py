@@ -122,15 +122,15 @@ class RunLock:
 
     def __enter__(self):
         while self.fd is None:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # held read-only: the lock makes no writer of the disk (which may turn read-only)
+                fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
             except OSError as error:
                 raise UserError(f"cannot write the lock {self.path} ({error.strerror}); choose a run folder that "
                                 "can be written.") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 256).decode("utf-8", "replace").strip() or "starting"
+                holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "starting"
                 os.close(fd)
                 raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
                                 "wait for it to finish or choose another --run.") from None
@@ -138,9 +138,8 @@ class RunLock:
                 print(f"warning: {self.path} cannot be locked ({error.strerror}); make sure no other training "
                       "uses this run.", file=sys.stderr)
             if self.same_file(fd):  # else its holder removed it meanwhile: lock the file there now
-                with contextlib.suppress(OSError):  # the holder's name is for messages only
-                    os.ftruncate(fd, 0)
-                    os.write(fd, self.owner.encode("utf-8"))
+                with contextlib.suppress(OSError), open(self.path, "w", encoding="utf-8") as f:
+                    f.write(self.owner)  # the holder's name, for messages only
                 self.fd = fd
             else:
                 os.close(fd)

@@ -112,6 +112,21 @@ def ensure_folder(path, setting, named="", create=True):
     return path
 
 
+@contextlib.contextmanager
+def work_folder(path, setting, named=""):
+    """``ensure_folder`` for the work in the block; when that work fails before it wrote in the folder,
+    a folder made here is removed again, so a refusal leaves no empty folder behind."""
+    made = not os.path.isdir(path)
+    ensure_folder(path, setting, named)
+    try:
+        yield path
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the work wrote something worth keeping
+                os.rmdir(path)
+        raise
+
+
 def ensure_file_folder(path, setting):
     """Check, before the work, that the file a setting names can be written there: refuse a folder,
     or a folder that cannot be made (``write_atomically`` makes it when the file is written)."""

@@ -18,6 +18,7 @@ from scenes.gradcam import LAYER, grad_cam, gradcam_model
 from scenes.images import load_image
 from scenes.loaders import eval_loader
 from scenes.mistakes import confused_pairs, mistakes_table
+from scenes.outputs import check_output_folder
 from scenes.plan import crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
 from scenes.scoring import (COMPARISON_FORMAT, comparison_table, markdown_cell, markdown_table, metrics_of_scores,
@@ -467,6 +468,7 @@ def make_report(config, positionals):
     records = [read_run(run_dir) for run_dir in run_dirs(folder)]
     info, no_split = split_info(config)
     settings = eval_settings(config, info or {"data_root": ""})
+    check_output_folder(config["out_dir"], "out_dir", settings["root"])
     if info:
         score_runs(records, settings, info, rt)
     else:
