@@ -153,8 +153,9 @@ def test_predict_into_a_closed_pipe_writes_its_file_and_ends_quietly(trained, tm
     base, _, checkpoint = trained
     out = tmp_path / "predictions.csv"
     command = [sys.executable, "predict.py", f"--checkpoint={checkpoint}", str(base / "images"), f"--out={out}",
-               "--device=cpu"]
-    process = subprocess.Popen(command, cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               "--topk=6", "--device=cpu"]  # lines enough to fill stdout's buffer before the end
+    env = {k: v for k, v in script_env().items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as in a shell
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # as head does once it has its line
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0, err
