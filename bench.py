@@ -46,7 +46,7 @@ from scenes.files import write_json
 from scenes.models import build_model, fold_batch_norms
 from scenes.runtime import runtime
 from scenes.speedups import keep_freed_memory
-from scenes.splits import SPLIT_INFO, write_split_csv
+from scenes.splits import SPLIT_INFO, content_digests, write_split_csv
 from scenes.splitting import scan_dataset
 from scenes.transforms import build_transforms
 
@@ -282,7 +282,9 @@ def write_bench_split(root, bench_dir, config, eval_batch_size):
     eval_rows = samples[:min(len(samples), eval_steps * eval_batch_size)]
     write_split_csv(os.path.join(bench_dir, "train.csv"), train_rows, class_names)
     write_split_csv(os.path.join(bench_dir, "test.csv"), eval_rows, class_names)
-    write_json(os.path.join(bench_dir, SPLIT_INFO), {"data_root": os.path.abspath(root), "class_names": class_names})
+    contents = content_digests(root, sorted({rel for rel, _ in train_rows + eval_rows}))
+    write_json(os.path.join(bench_dir, SPLIT_INFO), {"data_root": os.path.abspath(root), "class_names": class_names,
+                                                     "sha256": contents})
     return len(train_rows), len(eval_rows)
 
 

@@ -4,9 +4,11 @@ A checkpoint is a dict of tensors and plain values only (so ``torch.load(weights
 reads it and never unpickles code): ``model`` (the unwrapped state dict), ``optimizer``,
 ``scheduler``, ``epoch``, ``best_metric`` (with ``best_loss`` and ``best_epoch``), ``history``
 (one dict of metrics per epoch), ``config`` (every setting of the run, with ``arch``,
-``class_names``, ``image_size``, ``mean``, ``std``, the split CSVs, their rows' ``split_sha256``
-and the seed) and ``runtime`` (the device, precision and process count it
-was saved under; older checkpoints lack it).
+``class_names``, ``image_size``, ``mean``, ``std``, the split CSVs, the split's ``split_sha256``
+over paths, labels and content, and the seed), ``runtime`` (the device, precision and process
+count it was saved under), ``format`` (``FORMAT``) and ``trained_on`` (``content_ids`` of its
+training and validation images). A checkpoint without ``format`` was saved before runs knew their
+data by content: it is never resumed, and evaluated only with a note.
 """
 import contextlib
 import fcntl
@@ -22,6 +24,7 @@ from scenes.cli import UserError
 from scenes.files import write_atomically
 from scenes.models import build_model, load_weights
 
+FORMAT = 2  # 2: the split's digests cover the images' content, and "trained_on" lists them
 REQUIRED_KEYS = ("model", "config", "epoch")
 REQUIRED_CONFIG = ("arch", "class_names", "image_size", "mean", "std")
 # What each required config value must be, said as the refusal says it.
@@ -86,9 +89,22 @@ def check_contents(checkpoint, path, hint):
 
 
 def slim(checkpoint):
-    """What evaluating a checkpoint needs (its model, config, epoch and best metric), without the
-    optimizer state, to keep in memory."""
-    return {key: checkpoint[key] for key in ("model", "config", "epoch", "best_metric") if key in checkpoint}
+    """What evaluating a checkpoint needs (its model, config, epoch, best metric, format and the
+    images it was trained on), without the optimizer state, to keep in memory."""
+    keys = ("model", "config", "epoch", "best_metric", "format", "trained_on")
+    return {key: checkpoint[key] for key in keys if key in checkpoint}
+
+
+def content_ids(digests):
+    """Sorted 64-bit ids (the first 8 bytes of each sha256 hex digest) of images, as a tensor a
+    checkpoint can hold: a run's training and validation images in a few kilobytes."""
+    ids = sorted({int.from_bytes(bytes.fromhex(d[:16]), "big", signed=True) for d in digests})
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def verifiable(checkpoint):
+    """Whether a checkpoint records the content of its data (format 2 and later)."""
+    return checkpoint.get("format", 1) >= FORMAT and isinstance(checkpoint.get("trained_on"), torch.Tensor)
 
 
 def model_from_checkpoint(checkpoint, path):

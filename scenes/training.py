@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from scenes import cli
-from scenes.checkpoints import RunLock, load_checkpoint, save_checkpoint
+from scenes.checkpoints import FORMAT, RunLock, content_ids, load_checkpoint, save_checkpoint, verifiable
 from scenes.evaluation import evaluate, gather_split, recalibrate_batch_norms
 from scenes.figures import save_curves
 from scenes.files import ensure_folder, work_folder, write_json, write_text
@@ -32,7 +32,7 @@ from scenes.outputs import check_output_folder, check_run_name, is_run_folder
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
 from scenes.speedups import keep_freed_memory
-from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, rows_digest, split_csvs
+from scenes.splits import SPLITS, check_disjoint, read_split, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
 
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
@@ -52,9 +52,6 @@ REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 OPERATIONAL = {"data_root", "splits_dir", "train_csv", "validation_csv", "test_csv", "split_sha256",
                "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size", "loader", "cache_dir",
                "num_workers", "device", "precision", "compile", "restart", "weights_file"}
-# Settings added after runs were saved without them, with the value that describes those runs.
-BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
-                       "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 SHORT_BUDGET_MIN = 20  # budgets under this many minutes train the default on smaller images throughout
 SHORT_BUDGET = dict(image_size=112, eval_image_size=144, progressive_min_size=0)
@@ -164,6 +161,7 @@ class Run:
     best_metric: float = -1.0
     best_loss: float = math.inf  # breaks ties of the validation mAP (an easy set reaches 1.0 early)
     best_epoch: int = 0
+    trained_on: torch.Tensor = None  # content ids of the training and validation images
 
     @property
     def last_path(self):
@@ -195,43 +193,34 @@ def build_run(config, rt, run_dir, started):
 # ---------------------------------------------------------------------------------------------
 # Resume or start
 
-def saved_run(config, run_dir, log):
+def saved_run(config, run_dir):
     """The run's last.pth, checked to fit this config (the same split, the same settings), or None
     for a fresh run; read once, before the loaders cache the images of the split given now."""
     path = os.path.join(run_dir, "last.pth")
     if not os.path.exists(path) or config["restart"]:
         return None
     checkpoint = load_checkpoint(path)
-    check_same_split(checkpoint["config"], config, path, log)
+    check_same_split(checkpoint, config, path)
     check_resumable(checkpoint["config"], config, path)
     return checkpoint
 
 
-def check_same_split(saved, config, path, log):
-    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ)."""
-    before = saved.get("split_sha256")
-    if before is None:  # saved before runs recorded their split
-        log(f"warning: {path} does not record its split's content; resuming on {config['splits_dir']} unchecked.")
-        return
+def check_same_split(checkpoint, config, path):
+    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ), and a
+    checkpoint that does not record its images' content."""
+    if not verifiable(checkpoint):
+        raise cli.UserError(f"{path} was saved by an older version that did not record its images' content, so "
+                            "its split cannot be checked and it is not resumed; pass --restart=true to train "
+                            "the run again.")
+    before = checkpoint["config"]["split_sha256"]
     changed = [split for split in SPLITS if before.get(split) != config["split_sha256"][split]]
     if changed:
         raise cli.UserError(f"{path} was trained on another split: {' and '.join(changed)} in {config['splits_dir']} "
-                            "now list other images (was the split made again?); resume with the split it was "
-                            "trained on, or pass --restart=true to train on this one from the start.")
-
-
-def best_of(checkpoint):
-    """The best epoch's validation mAP, loss and number; a checkpoint saved before ties were broken
-    kept the mAP only, so its loss and epoch are those of the first epoch that reached it."""
-    best_metric, history = checkpoint["best_metric"], checkpoint["history"]
-    if "best_loss" in checkpoint:
-        return best_metric, checkpoint["best_loss"], checkpoint["best_epoch"]
-    first = next((row for row in history if row["val_map"] == best_metric), None)
-    return (best_metric, first["val_loss"], first["epoch"]) if first else (best_metric, math.inf, 0)
+                            "now list other images or other pictures (was the split made again?); resume with "
+                            "the split it was trained on, or pass --restart=true to train on this one from the start.")
 
 
 def check_resumable(saved, config, path):
-    saved = {**BEFORE_THEY_EXISTED, **saved}
     changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
     if changed:
         shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])
@@ -249,7 +238,8 @@ def resume(run, checkpoint):
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])
     run.history = checkpoint["history"]
-    run.best_metric, run.best_loss, run.best_epoch = best_of(checkpoint)
+    run.best_metric, run.best_loss, run.best_epoch = (checkpoint[key] for key in ("best_metric", "best_loss",
+                                                                                   "best_epoch"))
     run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 
@@ -414,7 +404,7 @@ def save_epoch(run, epoch, improved):
     state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
              "best_metric": run.best_metric, "best_loss": run.best_loss, "best_epoch": run.best_epoch,
-             "history": run.history, "config": run.config,
+             "history": run.history, "config": run.config, "format": FORMAT, "trained_on": run.trained_on,
              "runtime": {"device": str(run.rt.device), "precision": "bf16" if run.rt.bf16 else "fp32",
                          "processes": run.rt.world}}
     if improved:
@@ -425,16 +415,19 @@ def save_epoch(run, epoch, improved):
 
 
 def check_splits(config, world):
-    """Fail before training if a CSV is broken, the splits share a file or the training split is too
-    small for a batch; the digest of each split's rows goes into the config, so a resume can tell the
-    same split from another."""
-    rows = {split: read_split_csv(config[f"{split}_csv"], config["data_root"], config["class_names"])
-            for split in SPLITS}
-    check_disjoint({split: [rel for rel, _ in split_rows] for split, split_rows in rows.items()})
-    if len(rows["train"]) // world < 2:  # a batch of one image is dropped (see shard_indices)
-        raise cli.UserError(f"{config['train_csv']} lists {len(rows['train'])} image(s), too few to train on: each "
-                            f"of the {world} process(es) needs two or more; make the split with more training images.")
-    config["split_sha256"] = {split: rows_digest(split_rows) for split, split_rows in rows.items()}
+    """Fail before training if a CSV is broken, an image is not the one the split was made from, the
+    splits share a file, or the training split is too small for a batch; the split's digests go into
+    the config, so a resume and every reader can tell the same split from another. Returns the
+    ``content_ids`` of the training and validation images, which the checkpoints keep."""
+    split = read_split(config["splits_dir"], config["data_root"], config["class_names"])
+    contents = split.info["sha256"]
+    check_disjoint({name: [rel for rel, _ in rows] for name, rows in split.rows.items()}, contents)
+    train_count = len(split.rows["train"])
+    if train_count // world < 2:  # a batch of one image is dropped (see shard_indices)
+        raise cli.UserError(f"{config['train_csv']} lists {train_count} image(s), too few to train on: each of the "
+                            f"{world} process(es) needs two or more; make the split with more training images.")
+    config["split_sha256"] = split.digests
+    return content_ids(contents[rel] for name in ("train", "validation") for rel, _ in split.rows[name])
 
 
 def check_batch_size(config, world):
@@ -459,18 +452,19 @@ def train(config):
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
     check_batch_size(config, rt.world)
-    check_splits(config, rt.world)
+    trained_on = check_splits(config, rt.world)
     check_places(config)
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
     with work_folder(run_dir, "run", f"the run folder {run_dir}"):  # a refusal in it leaves no empty folder
-        return train_in(run_dir, config, rt, started)
+        return train_in(run_dir, config, rt, started, trained_on)
 
 
-def train_in(run_dir, config, rt, started):
+def train_in(run_dir, config, rt, started, trained_on):
     """Train (or resume) the run in ``run_dir``, holding its lock."""
-    saved = saved_run(config, run_dir, print if rt.is_main else (lambda *a: None))
+    saved = saved_run(config, run_dir)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
+        run.trained_on = trained_on
         if not resume_or_start(run, saved):
             return run.history[-1]
         del saved  # its tensors are in the model and optimizer now; not kept twice while training

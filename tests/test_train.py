@@ -183,21 +183,18 @@ def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(
     assert torch.equal(model.state_dict()["fc.weight"], a["model"]["fc.weight"])
 
 
-def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(interrupted_run, data, tmp_path):
+def test_a_checkpoint_of_the_format_before_content_digests_is_never_resumed(interrupted_run, data, tmp_path):
     run_dir = copy_run(interrupted_run, tmp_path)
     checkpoint = torch.load(run_dir / "last.pth", weights_only=True)
-    for key in training.BEFORE_THEY_EXISTED:  # as saved before these settings existed
-        del checkpoint["config"][key]
+    del checkpoint["format"], checkpoint["trained_on"]  # as saved before runs knew their images' content
     torch.save(checkpoint, run_dir / "last.pth")
+    before = (run_dir / "last.pth").read_bytes()
     args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
-    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\).*mix_prob=0\.0 \(now 0\.5\).*"
-                                        r"progressive_min_size=0 \(now 96\)"):
-        train.main(args)  # it evaluated at its training size, did not mix nor grow its crops; the settings now differ
-    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0",
-                                                                          "--progressive_min_size=0",
-                                                                          "--precise_bn_images=0"]
-    train.main(args)
-    assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
+    with pytest.raises(UserError, match=r"older version .* not resumed; pass --restart=true"):
+        train.main(args)
+    assert (run_dir / "last.pth").read_bytes() == before
+    train.main(args + ["--restart=true"])
+    assert torch.load(run_dir / "last.pth", weights_only=True)["format"] == 2
 
 
 def test_the_moving_average_moves_by_one_minus_decay():
