@@ -17,7 +17,7 @@ from scenes.training import HELP_VALUES, train_presets
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
 splits_dir = "splits"  # folder with train.csv, validation.csv, test.csv (python main.py makes it)
 checkpoints_dir = "checkpoints"  # one sub-folder per run
-run = ""  # run folder name; "" = the preset's name
+run = ""  # run folder name (one folder of checkpoints_dir, no /); "" = the preset's name
 preset = "default"  # default | sgd_lr0.01 | sgd_lr0.001 | adam_lr0.001 | pretrained | all
 arch = "resnet18"  # torchvision ResNet: resnet18, resnet34, resnet50, ...
 pretrained = False  # start from torchvision's ImageNet weights, final layer replaced
