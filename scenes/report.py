@@ -291,6 +291,12 @@ def runs_section(records, info, settings):
     return "\n".join(lines) + "\n"
 
 
+def image_link(alt, path):
+    """A Markdown image; a path with spaces or parentheses (from a class or run name) takes the <...> form."""
+    target = f"<{path}>" if any(c in path for c in " ()") else path
+    return f"![{alt.replace('[', '(').replace(']', ')')}]({target})"
+
+
 def markdown_rows(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows])
@@ -365,7 +371,7 @@ def confusion_section(records, out_dir):
         name = f"confusion_{r.name}.png"
         save_confusion(r.metrics["confusion"], r.config["class_names"], os.path.join(out_dir, name),
                        f"{r.name}: {TAG}, accuracy {r.metrics['accuracy']:.4f}")
-        lines += [f"![{r.name}]({name})", ""]
+        lines += [image_link(r.name, name), ""]
     return "\n".join(lines)
 
 
@@ -402,7 +408,7 @@ def features_section(best, config, settings, out_dir, rt):
                               f"{best.name}: {TAG} image {rel} ({name})", os.path.join(out_dir, "features"),
                               config["channels"])
             lines += ["", f"Figure 3 ({name}, `{rel}`): rows = modules, columns = channels.", "",
-                      f"![Figure 3: {name}](features/feature_maps_visualization/{name}.png)"]
+                      image_link(f"Figure 3: {name}", f"features/feature_maps_visualization/{name}.png")]
     else:
         lines += ["", f"No {TAG} image of {config['feature_classes']} for Figure 3."]
     batches = eval_loader(data, split_csv(settings["splits_dir"], TAG), rt.device, config["batch_size"], log=print)
