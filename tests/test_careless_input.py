@@ -152,6 +152,7 @@ def test_predict_into_a_closed_pipe_writes_its_file_and_ends_quietly(trained, tm
     """``predict.py ... --out=F | head -1``: the reader is gone before the lines come."""
     base, _, checkpoint = trained
     out = tmp_path / "predictions.csv"
+    Path(f"{out}.tmp").write_bytes(b"path,predicted\nhalf")  # left by a predict.py killed while writing
     command = [sys.executable, "predict.py", f"--checkpoint={checkpoint}", str(base / "images"), f"--out={out}",
                "--topk=6", "--device=cpu"]  # lines enough to fill stdout's buffer before the end
     env = {k: v for k, v in script_env().items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as in a shell
@@ -161,6 +162,7 @@ def test_predict_into_a_closed_pipe_writes_its_file_and_ends_quietly(trained, tm
     assert process.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert len(pd.read_csv(out)) == 72  # every image of the set
+    assert os.listdir(tmp_path) == ["predictions.csv"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +187,18 @@ def test_torch_save_on_a_real_full_disk_is_one_sentence_and_keeps_the_old_file(t
         assert path in str(info.value)
         assert torch.load(path, weights_only=True)["epoch"] == 1
         assert os.listdir(folder) == ["last.pth"]
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_training_onto_a_real_full_disk_is_one_sentence(tmp_path, capsys):
+    _, splits_dir = demo_set(tmp_path)
+    folder = full_disk(tmp_path)
+    try:
+        argv = train_args(splits_dir, tmp_path, "--run=r", "--batch_size=4", f"--checkpoints_dir={folder}")
+        code, err = run_cli(train.main, argv, capsys)
+        assert_user_error(code, err, f"could not save {folder / 'r' / 'best.pth'}: the disk is full")
+        assert sorted(os.listdir(folder / "r")) == ["config.json"]  # no lock, no temporary file left
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 
