@@ -28,7 +28,7 @@ from scenes.files import ensure_file_folder, write_table
 from scenes.metrics import softmax_scores
 from scenes.outputs import check_output_file
 from scenes.prediction import FileLoader, find_images, read_path_list, scores_table, topk_lines
-from scenes.runtime import prepare_model, runtime
+from scenes.runtime import prepare_for_steps, runtime
 from scenes.scoring import SCORE_FORMAT
 from scenes.splits import check_class_list
 from scenes.transforms import build_transforms, eval_size
@@ -87,7 +87,7 @@ def main(argv=None):
     if settings["out"]:
         check_output_file(settings["out"], "out", [("an image to label", path) for path in paths])
     rt = runtime(settings["device"], settings["precision"])
-    model = prepare_model(model_from_checkpoint(checkpoint, settings["checkpoint"]), rt)
+    model = prepare_for_steps(model_from_checkpoint(checkpoint, settings["checkpoint"]), rt)
     del checkpoint  # the optimizer state is not needed
     loader = FileLoader(paths, build_transforms(config, train=False), settings["batch_size"], rt.device,
                         settings["workers"])

@@ -10,6 +10,7 @@ import pandas as pd
 from scenes import cli
 from scenes.files import ensure_folder, write_table, write_text
 from scenes.runtime import runtime
+from scenes.splitting import folder_listing
 from scenes.scoring import (COMPARISON_FORMAT, check_all, comparison_table, data_tag, find_checkpoints,
                             markdown_table, run_names, save_scores, score_checkpoint, score_stem, table_row,
                             verify_scores, what_changed)
@@ -61,18 +62,30 @@ def write_comparison(rows, out_dir, tag, caption):
     return table
 
 
+def folder_settings(settings):
+    """The settings that evaluate --folder: its listing as --csv, the folder as the data root."""
+    if settings["csv"]:
+        raise cli.UserError("give --csv or --folder, not both.")
+    listing = folder_listing(settings["folder"], settings["out_dir"])
+    print(f"listed the images of {settings['folder']} in {listing}")
+    return {**settings, "csv": listing, "data_root": settings["folder"]}
+
+
 def evaluate_checkpoints(settings, arguments):
     """Evaluate the checkpoints ``arguments`` name (returns the comparison table) or, with
     ``settings["verify"]``, check their saved scores (returns the largest absolute difference per run)."""
     ensure_folder(settings["out_dir"], "out_dir", create=False)
     paths = find_checkpoints(arguments)
+    if settings["folder"]:
+        settings = folder_settings(settings)
     rt = runtime(settings["device"], settings["precision"])
     if rt.world > 1:
         raise cli.UserError("accuracy_eval.py runs as one process: start it with python, not torchrun.")
     loaded = check_all(paths, settings)
     paths = list(loaded)
     tag = data_tag(settings)
-    what = f"--csv {settings['csv']}" if settings["csv"] else f"the {settings['split']} split"
+    what = f"--folder {settings['folder']}" if settings["folder"] else f"--csv {settings['csv']}" if settings["csv"] \
+        else f"the {settings['split']} split"
     print(f"evaluating {len(paths)} checkpoint(s) on {what} ({rt.device}, {'bf16' if rt.bf16 else 'fp32'})")
     named = list(zip(run_names(paths), paths))
     if settings["verify"]:

@@ -19,8 +19,8 @@ from scenes.figures import save_confusion
 from scenes.files import sub_folders, write_json, write_table
 from scenes.loaders import eval_loader
 from scenes.metrics import score_metrics, softmax_scores
-from scenes.runtime import prepare_model
 from scenes.provenance import overlap_problem, split_problem, unverified_note
+from scenes.runtime import prepare_for_steps
 from scenes.splits import (Split, class_folders, content_digests, file_sha256, read_split, read_split_csv,
                            read_split_info, split_csv, split_digest)
 
@@ -66,7 +66,10 @@ def run_names(paths):
 
 
 def data_tag(settings):
-    """Names what was evaluated in file names: the split, or "<csv folder>-<csv name>" for --csv."""
+    """Names what was evaluated in file names: the split, "folder-<name>" for --folder, or
+    "<csv folder>-<csv name>" for --csv (never a split's name, so a split's scores are never replaced)."""
+    if settings.get("folder"):
+        return f"folder-{os.path.basename(os.path.normpath(settings['folder']))}"
     if not settings["csv"]:
         return settings["split"]
     path = os.path.abspath(settings["csv"])
@@ -153,7 +156,7 @@ def score_checkpoint(checkpoint, path, settings, rt):
     config["epoch"] = checkpoint["epoch"]
     class_names, samples = config["class_names"], data.rows
     loader = eval_loader(config, config["eval_csv"], rt.device, config["eval_batch_size"])
-    model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
+    model = prepare_for_steps(model_from_checkpoint(checkpoint, path), rt)
     metrics, logits, targets = evaluate(model, loader, rt, class_names, config.get("tta_flip", False))
     scores = pd.DataFrame(softmax_scores(logits).numpy(), columns=class_names)
     scores.insert(0, "path", [rel for rel, _ in samples])

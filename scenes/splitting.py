@@ -1,15 +1,7 @@
-"""Making a split: a folder of class sub-folders into train.csv, validation.csv and test.csv.
-
-Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
-is stratified and seeded; byte-identical copies of an image and its near-copies (a small
-perceptual-hash distance, ``scenes.near_copies``) are reported and kept in one split;
-images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
-whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
-
-Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are
-refused, naming them (a CSV cannot hold them, and a renamed file is better than a silently missing
-one); sizes that leave a split empty are refused; a class too small to reach every split is a
-warning. The four files are written as one set, so a failure leaves the previous split whole.
+"""Making a split (what data_handling.py runs; its docstring says what a split is and guarantees):
+scanning a dataset root, hashing and decoding every image, grouping copies and near-copies
+(``scenes.near_copies``), the stratified seeded assignment, and the checks before anything is written.
+A labelled folder can also be listed as a split CSV (``folder_listing``, for accuracy_eval.py --folder).
 """
 import hashlib
 import io
@@ -22,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from scenes.cli import UserError
-from scenes.files import ensure_folder
+from scenes.files import ensure_folder, sub_folders
 from scenes.images import to_rgb
 from scenes.near_copies import NEAR_DISTANCE, connected_groups, near_pairs, perceptual_hash
 from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_class_list, check_disjoint, class_folders, is_image_name,
-                           write_split)
+                           write_split, write_split_csv)
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -42,8 +34,6 @@ def scan_dataset(root):
     class_names = class_folders(root)
     if not class_names:
         raise UserError(f"dataset root {root!r} has no class sub-folders; put one sub-folder of images per class there.")
-    check_class_list(class_names, f"dataset root {root!r}")
-    check_distinct_folders(root, class_names)
     samples, empty = [], []
     for label, name in enumerate(class_names):
         files = sorted(f for f in os.listdir(os.path.join(root, name)) if is_image_name(f)
@@ -51,9 +41,13 @@ def scan_dataset(root):
         if not files:
             empty.append(name)
         samples += [(f"{name}/{f}", label) for f in files]
+    if len(empty) == len(class_names):
+        point_to_class_folders(root)
     if empty:
         raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
+    check_class_list(class_names, f"dataset root {root!r}")
+    check_distinct_folders(root, class_names)
     return class_names, samples
 
 
@@ -67,6 +61,44 @@ def check_distinct_folders(root, class_names):
             raise UserError(f"class folders {first[real]} and {name} in {root!r} are the same folder ({real}), "
                             "so its images would have two labels; remove the link.")
         first[real] = name
+
+
+def holds_images(folder):
+    return any(is_image_name(e.name) and e.is_file() for e in os.scandir(folder))
+
+
+def class_roots_below(root, depth=3):
+    """Folders under ``root`` (at most ``depth`` levels down) whose sub-folders hold images, shallowest
+    first: where the class folders of a nested download (Kaggle's seg_train/seg_train) are."""
+    found, level = [], [root]
+    for _ in range(depth):
+        level = [sub for folder in level for sub in sub_folders(folder)]
+        found += [folder for folder in level if sum(holds_images(sub) for sub in sub_folders(folder)) >= 2]
+    return found
+
+
+def point_to_class_folders(root):
+    """Refuse a root whose class folders hold no images, naming the folders below that look like a
+    dataset root (a Kaggle download nests them: seg_train/seg_train, seg_test/seg_test)."""
+    below = class_roots_below(root)
+    if not below:
+        return
+    training = [folder for folder in below if "train" in os.path.basename(folder).lower()] or below
+    others = [folder for folder in below if folder not in training]
+    hint = f"; evaluate a trained run on {others[0]} with python accuracy_eval.py CHECKPOINT --folder={others[0]}" \
+        if others else ""
+    raise UserError(f"{root!r} holds no images in its sub-folders, but {training[0]} holds class folders of images "
+                    f"(the Kaggle download nests them); pass --data_root={training[0]}{hint}.")
+
+
+def folder_listing(folder, out_dir):
+    """A labelled folder (one sub-folder per class) listed as a split CSV ``folder-<name>.csv`` in
+    ``out_dir``, so it is evaluated as a CSV is (against a checkpoint of the same classes); returns
+    the CSV's path."""
+    class_names, samples = scan_dataset(folder)
+    path = os.path.join(out_dir, f"folder-{os.path.basename(os.path.normpath(folder))}.csv")
+    write_split_csv(path, samples, class_names)
+    return path
 
 
 def inspect_image(path):

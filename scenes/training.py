@@ -30,7 +30,7 @@ from scenes.metrics import classification_metrics
 from scenes.models import build_model, check_arch, imagenet_weights, load_weights
 from scenes.outputs import check_output_folder, check_run_name, is_run_folder
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
-from scenes.runtime import Runtime, prepare_model, runtime
+from scenes.runtime import Runtime, prepare_for_steps, runtime
 from scenes.speedups import keep_freed_memory
 from scenes.splits import SPLITS, check_disjoint, read_split, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
@@ -67,7 +67,7 @@ def resolve_config(config, overrides):
     if name not in PRESETS:
         raise cli.UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or all.")
     config = {**config, **PRESETS[name], **overrides, "preset": name}
-    if name == "default" and 0 < config["time_budget_min"] < SHORT_BUDGET_MIN:
+    if short_budget(config):
         config.update({k: v for k, v in SHORT_BUDGET.items() if k not in overrides})
     config["run"] = check_run_name(config["run"] or name)
     check_arch(config["arch"])
@@ -77,6 +77,11 @@ def resolve_config(config, overrides):
     config.update(split_csvs(config["splits_dir"]))
     config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
     return config
+
+
+def short_budget(config):
+    """Whether the run is the default recipe under a budget short enough for the smaller sizes."""
+    return config["preset"] == "default" and 0 < config["time_budget_min"] < SHORT_BUDGET_MIN
 
 
 def make_optimizer(model, config):
@@ -176,11 +181,12 @@ def build_run(config, rt, run_dir, started):
                         config["zero_init_residual"])
     loaders = {split: split_loader(config, split, rt, log) for split in SPLITS}
     calibration = split_loader(config, "train", rt, log, clean=True) if config["precise_bn_images"] > 0 else None
-    model = prepare_model(model, rt)
+    model = prepare_for_steps(model, rt)
     if rt.device.type == "cpu":
         keep_freed_memory()
     optimizer = make_optimizer(model, config)
-    plan = EpochPlan(config, config["epochs"], len(loaders["train"]), started)
+    eval_images = len(loaders["validation"].indices) + len(loaders["test"].indices)
+    plan = EpochPlan(config, len(loaders["train"]), started, eval_images, log)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
     eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
     after_step = (ema_updater(eval_model, model, ema_decay(config, plan.steps_per_epoch))
@@ -240,7 +246,7 @@ def resume(run, checkpoint):
     run.history = checkpoint["history"]
     run.best_metric, run.best_loss, run.best_epoch = (checkpoint[key] for key in ("best_metric", "best_loss",
                                                                                    "best_epoch"))
-    run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+    run.plan.load_state_dict(checkpoint["plan"])
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 
 
@@ -275,19 +281,30 @@ def wrap_for_training(run):
 def describe(run):
     """The run's one-line description at its start."""
     config, rt = run.config, run.rt
-    first = crop_size(1, config, 1)
-    sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
-    length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
-              else f"{run.plan.epochs} epochs")
-    mix_note = ""
-    if config["mix_prob"] > 0:
-        until = f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else ""
-        mix_note = (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2{until} if "
-                    f"{MIX_MIN_EPOCHS}+ epochs are planned")
+    budget = config["time_budget_min"]
+    length = (f"as many epochs as fit in {budget:g} min, planned after its first steps{short_budget_note(config)}"
+              if budget > 0 else f"{run.plan.epochs} epochs of {run.plan.what_it_trains()}")
     images = len(run.loaders["train"].indices) * rt.world
     processes = f"{rt.world} process{'es' if rt.world > 1 else ''}"
     run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "
-            f"{images} training images per epoch at {sizes}px, {length}{mix_note}")
+            f"{images} training images per epoch at {crop_sizes(config)} px, evaluated at {eval_size(config)} px; "
+            f"{length}")
+
+
+def short_budget_note(config):
+    """What the short-budget rule set in this run, in words ("" when nothing)."""
+    words = {"image_size": "{} px crops", "eval_image_size": "evaluation at {} px",
+             "progressive_min_size": "no progressive resizing"}
+    chosen = [words[k].format(v) for k, v in SHORT_BUDGET.items() if config[k] == v]
+    if not (short_budget(config) and chosen):
+        return ""
+    return (f" (under {SHORT_BUDGET_MIN} min the short-budget sizes: {', '.join(chosen)}; from {SHORT_BUDGET_MIN} "
+            "min the recipe's own)")
+
+
+def crop_sizes(config):
+    first = crop_size(1, config, 1)
+    return f"{first}-{config['image_size']}" if first < config["image_size"] else str(first)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,11 +331,13 @@ def train_one_epoch(run, epoch):
         run.optimizer.step()
         run.scheduler.step()
         run.after_step()
-        logits.append(output.detach().float().cpu())
-        targets.append(batch_targets.cpu())
-        if step % 20 == 0:  # .item() syncs, so only now and then
+        run.plan.after_step(run.scheduler.last_epoch, rt)  # a time budget's first plan
+        logits.append(output.detach().float())  # kept on the device: moved once, after the epoch
+        targets.append(batch_targets)
+        if not bar.disable and step % 20 == 0:  # .item() waits for the device, so only for the bar
+            bar.set_description(f"epoch {epoch}/{run.plan.epochs}")
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.3g}")
-    return torch.cat(logits), torch.cat(targets)
+    return torch.cat(logits).cpu(), torch.cat(targets).cpu()
 
 
 def prepare_evaluation(run, epoch):
@@ -403,6 +422,7 @@ def save_epoch(run, epoch, improved):
     trained = {"train_model": run.model.state_dict()} if run.eval_model is not run.model else {}
     state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
+             "plan": run.plan.state_dict(),
              "best_metric": run.best_metric, "best_loss": run.best_loss, "best_epoch": run.best_epoch,
              "history": run.history, "config": run.config, "format": FORMAT, "trained_on": run.trained_on,
              "runtime": {"device": str(run.rt.device), "precision": "bf16" if run.rt.bf16 else "fp32",

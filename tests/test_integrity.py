@@ -14,6 +14,7 @@ from PIL import Image
 
 import accuracy_eval
 import data_handling
+import feature_map
 import report
 import train
 from conftest import train_args
@@ -213,3 +214,21 @@ def test_the_checkpoint_keeps_its_split_digest_and_refuses_to_resume_on_another(
     assert folder_digests(run_dir) == before
     saved = torch.load(run_dir / "last.pth", weights_only=True)
     assert saved["format"] == 2 and set(saved["config"]["split_sha256"]) == {"train", "validation", "test"}
+
+
+def test_an_old_checkpoint_is_evaluated_with_a_note_and_feature_maps_keep_to_the_run_split(runs, tmp_path, capsys):
+    checkpoints = copied(runs, tmp_path)
+    best = str(checkpoints / "real" / "best.pth")
+    old = load_checkpoint(best)
+    del old["format"], old["trained_on"]  # as saved before runs knew their images' content
+    save_checkpoint(old, best)
+    table = accuracy_eval.main([best, *eval_args(runs, tmp_path)])
+    assert list(table.index) == ["real"] and "was saved by an older version" in capsys.readouterr().err
+    again = str(tmp_path / "again")
+    make_splits(runs.root, again, val_size=0.25, test_size=0.25, seed=1, **QUIET)
+    demo_best = str(checkpoints / "demo" / "best.pth")
+    code, err = run_cli(feature_map.main, [f"--checkpoint={demo_best}", f"--splits_dir={runs.splits}",
+                                           f"--out_dir={tmp_path / 'maps'}", "--stat_images=4", "--num_images=1",
+                                           f"--cache_dir={tmp_path / 'cache'}"], capsys)
+    assert_user_error(code, err, "is not looked into on this split", "trained on another split")
+    assert not (tmp_path / "maps").exists()

@@ -249,7 +249,8 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
 
 
 def mix_share(config, epoch, epochs):
-    return plan.EpochPlan(config, epochs, 1, 0.0).mix_share(epoch)
+    config = {"time_budget_min": 0.0, "epochs": epochs, "warmup_epochs": 0.0, **config}
+    return plan.EpochPlan(config, 1, 0.0).mix_share(epoch)
 
 
 def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only():
@@ -433,7 +434,7 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
         data, tmp_path, monkeypatch, capsys):
     calls = []  # (seconds spent, epochs done) at each planning
     monkeypatch.setattr(plan, "planned_epochs",
-                        lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
+                        lambda config, spent, done, recent, rt, *ramp: calls.append((spent, done)) or 3)
     original = training.train_one_epoch
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
@@ -445,8 +446,9 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
     save_checkpoint(checkpoint, last)
     monkeypatch.setattr(training, "train_one_epoch", original)
     train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
-    assert [done for _, done in calls] == [1, 2, 3]
-    assert calls[0][0] < 1000 <= calls[1][0] < calls[2][0]
+    # planned after its first steps and after each epoch but the last (a finished decay is not extended)
+    assert [done for _, done in calls] == [0, 1, 2]
+    assert calls[0][0] < calls[1][0] < 1000 <= calls[2][0]
     assert len(read_metrics(tmp_path / "checkpoints" / "b")) == 3
     capsys.readouterr()
     train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))  # finished: says how to extend it
