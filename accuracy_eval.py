@@ -4,7 +4,8 @@
     python accuracy_eval.py checkpoints                        # every run's best.pth (else its last.pth)
     python accuracy_eval.py checkpoints --split=validation
     python accuracy_eval.py checkpoints --verify               # predict again, compare with the saved scores
-    python accuracy_eval.py run/best.pth --csv=other/test.csv --data_root=other   # any labelled folder
+    python accuracy_eval.py run/best.pth --csv=other/test.csv --data_root=other   # any split-format CSV
+    python accuracy_eval.py run/best.pth --folder=seg_test/seg_test               # any labelled folder
 
 Everything about a model (architecture, class names, image size, mean/std, flip TTA) comes from its
 checkpoint. Metrics are computed once over the whole split: per-class average precision
@@ -16,7 +17,10 @@ accuracy, mean per-class accuracy and accuracy. Files written:
 - in --out_dir: comparison_<split>.csv and .md, one row per run, columns = the classes' AP, mAP,
   accuracy and mean class accuracy (the report's Table 1).
 
-With --csv the file names use "<csv folder>-<csv name>" instead of the split name.
+With --csv the file names use "<csv folder>-<csv name>" instead of the split name; --folder lists the
+folder's images as folder-<name>.csv in --out_dir (classes matched to the checkpoint's by name) and
+evaluates that CSV, its file names using "folder-<name>". A checkpoint is scored only on its own
+split or on images it was not trained on (by content); any other is skipped, named on stderr.
 --verify writes nothing: it reloads each checkpoint, predicts again and compares with its saved
 score file; a score further than --tolerance from the saved one (or a score file that is missing
 or lists other images) is an error. Verify with the --device and --precision the scores were made
@@ -30,6 +34,7 @@ split = "test"  # the split to evaluate; ignored with --csv [one of test, valida
 splits_dir = "splits"  # folder with train.csv, validation.csv, test.csv (python main.py makes it)
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from (the checkpoint's with --csv)
 csv = ""  # any CSV in the split format to evaluate instead of the split (paths relative to --data_root)
+folder = ""  # a folder of class sub-folders to evaluate instead of the split (Kaggle's seg_test/seg_test)
 out_dir = "results"  # where comparison_<split>.csv and .md go
 verify = False  # predict again and compare with the saved score files instead of evaluating
 tolerance = 1e-4  # largest absolute difference of one softmax score that --verify accepts [>= 0]

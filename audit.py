@@ -29,6 +29,7 @@ from scenes.audit import check_folds, checkpoint_of, extract, find_issues, out_o
 from scenes.audit_report import write_report
 from scenes.checkpoints import load_checkpoint
 from scenes.files import ensure_folder
+from scenes.outputs import check_output_folder
 from scenes.runtime import runtime
 
 # --- settings ---
@@ -50,26 +51,18 @@ seed = 0  # seeds the cross-validation folds [>= 0]
 # --- end of settings ---
 
 
-def check_out_dir(out_dir, root):
-    """The audit writes outside the data root, where a new folder would become a class."""
-    if os.path.realpath(out_dir).startswith(os.path.realpath(root) + os.sep):
-        raise cli.UserError(f"--out_dir={out_dir} is inside the data root {root}, where every folder is a class; "
-                            "choose a folder outside it.")
-    ensure_folder(out_dir, "out_dir", create=False)
-
-
 def audit(argument, settings, log=print):
     """Audit the run a command-line argument names; returns (out_dir, tables, what-if)."""
     path, run = checkpoint_of(argument)
     checkpoint = load_checkpoint(path)
-    root, rows = read_run_split(checkpoint["config"], settings["splits_dir"], settings["data_root"], run, log)
-    check_folds(rows, checkpoint["config"]["class_names"], settings)
+    split = read_run_split(checkpoint, path, settings, run, log)
+    check_folds(split, checkpoint["config"]["class_names"], settings)
     out_dir = settings["out_dir"] or os.path.join("results", "audit", run)
-    check_out_dir(out_dir, root)
+    check_output_folder(out_dir, "out_dir", split.root)
+    ensure_folder(out_dir, "out_dir", create=False)
     rt = runtime(settings["device"], settings["precision"])
-    log(f"auditing run {run} ({path}, epoch {checkpoint['epoch']}) on {sum(len(r) for _, r in rows.values())} "
-        f"images under {root}")
-    data = out_of_sample(extract(checkpoint, path, root, rows, settings, rt, log), settings, out_dir, log)
+    log(f"auditing run {run} ({path}, epoch {checkpoint['epoch']}) on {len(split.contents)} images under {split.root}")
+    data = out_of_sample(extract(checkpoint, path, split, settings, rt, log), settings, out_dir, log)
     findings = find_issues(data, settings, log)
     tables, whatif = write_report(run, path, checkpoint["epoch"], data, findings, settings, out_dir)
     issues, copies, outliers = tables

@@ -3,6 +3,7 @@
     python bench.py                                  # the real images if present, else a demo set
     python bench.py --data_root=DIR --json=bench.json
     python bench.py --max_images=600 --sizes=64 --train_steps=2 --eval_images=256  # a quick check
+    python bench.py --precision=fp32                 # as on a CPU without fast bfloat16
 
 For each image size, ResNet-18 (train.py's arch, one output per class) trains for a few timed
 steps and then evaluates a few batches along two paths, in one process, on the same images:
@@ -10,14 +11,15 @@ steps and then evaluates a few batches along two paths, in one process, on the s
 - plain: ``NatureTypesDataset`` (PIL decode and torchvision transforms per item) in a
   ``DataLoader``, float32, contiguous NCHW memory: how the report's pipeline ran;
 - default: what ``python train.py`` does with its defaults: the cached uint8 loader (rows read
-  with ``pread``) with batch augmentation, bf16 autocast where ``engine.runtime`` chooses it,
-  channels-last memory and the CPU speed-ups of ``scenes.speedups``, and for evaluation the BatchNorms folded
+  with ``pread``) with batch augmentation, bf16 autocast where ``scenes.runtime`` chooses it,
+  channels-last memory and the speed-ups of ``scenes.speedups``, and for evaluation the BatchNorms folded
   into the convolutions as ``scenes.evaluation.predict`` does.
 
 Both use train.py's batch sizes, optimizer and loss. Reported per path: images/s, the share of
 step time spent outside forward/backward/step (the loader's ``next()``: decoding, augmentation,
-transfer, timed apart from the step), peak memory, and model FLOP utilisation against this
-machine's own measured matmul peak; then default/plain ratios. Timing starts after warm-up steps
+transfer, timed apart from the step), peak memory, and model FLOP utilisation (MFU) against this
+machine's own measured matmul peak in the precision each path runs (only those peaks are measured:
+float32, and bf16 where the default path runs it); then default/plain ratios. Timing starts after warm-up steps
 (the first steps build oneDNN/cuDNN kernels). The default path's one-time cache build is timed
 and reported apart. Nothing in splits/, checkpoints/ or cache/ is touched: the CSVs (and, unless
 --cache_dir is given, the cache) go to a temporary folder that is removed afterwards.
@@ -46,26 +48,27 @@ from scenes.files import write_json
 from scenes.models import build_model, fold_batch_norms
 from scenes.runtime import runtime
 from scenes.speedups import keep_freed_memory
-from scenes.splits import SPLIT_INFO, write_split_csv
+from scenes.splits import SPLIT_INFO, content_digests, write_split_csv
 from scenes.splitting import scan_dataset
 from scenes.transforms import build_transforms
 
 # --- settings ---
 data_root = ""  # folder of class sub-folders; "" = ../shared/data/intel-scenes or $INTEL_SCENES, else demo images
-sizes = "150,128"  # image sizes (pixels, square), comma-separated: 150 = the images' own, 128 = train.py's image_size
-batch_size = 128  # training images per step, both paths (train.py's default is 64; 128 keeps the cores busier) [>= 1]
-train_steps = 10  # timed training steps per path and size [>= 1]
-eval_images = 1024  # images evaluated (timed) per path and size, in whole batches of train.py's eval_batch_size [>= 1]
+sizes = "128"  # image sizes (pixels, square), comma-separated: 128 = train.py's image_size, 150 = the images' own
+batch_size = 64  # training images per step, both paths (train.py's default) [>= 1]
+train_steps = 8  # timed training steps per path and size [>= 1]
+eval_images = 512  # images evaluated (timed) per path and size, in whole batches of train.py's eval_batch_size [>= 1]
 warmup_steps = 2  # untimed training steps before timing starts (evaluation: one batch) [>= 0]
 num_workers = 2  # DataLoader worker processes of the plain path [>= 0]
 device = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+precision = "auto"  # the default path's: auto as train.py chooses it (bf16 where fast), bf16 or fp32 [one of auto, bf16, fp32]
 json = ""  # also write the results to this JSON file
 max_images = 0  # use at most this many images of the folder; 0 = as many as the steps need [>= 0]
 cache_dir = ""  # the default path's uint8 cache; "" = a temporary folder (built, timed, then removed)
 compile = False  # torch.compile the default path's model (its warm-up then includes compiling)
-peak_matmul_size = 4096  # n of the n x n matmuls that measure the machine's bf16 and fp32 peak [>= 1]
+peak_matmul_size = 2048  # n of the n x n matmuls that measure the machine's peak in each precision used [>= 1]
 seed = 0  # picks the images and seeds the models and the shuffling [>= 0]
-ablate = False  # also time the default path without each CPU speed-up, side by side (on a CPU)
+ablate = False  # also time the default path without each speed-up, side by side
 # --- end of settings ---
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -282,7 +285,9 @@ def write_bench_split(root, bench_dir, config, eval_batch_size):
     eval_rows = samples[:min(len(samples), eval_steps * eval_batch_size)]
     write_split_csv(os.path.join(bench_dir, "train.csv"), train_rows, class_names)
     write_split_csv(os.path.join(bench_dir, "test.csv"), eval_rows, class_names)
-    write_json(os.path.join(bench_dir, SPLIT_INFO), {"data_root": os.path.abspath(root), "class_names": class_names})
+    contents = content_digests(root, sorted({rel for rel, _ in train_rows + eval_rows}))
+    write_json(os.path.join(bench_dir, SPLIT_INFO), {"data_root": os.path.abspath(root), "class_names": class_names,
+                                                     "sha256": contents})
     return len(train_rows), len(eval_rows)
 
 
@@ -406,17 +411,16 @@ def bench_path(name, run_config, rt, config, flops, skip=()):
     del optimizer, loss
     gc.collect()
     model.eval()
-    evaluator = model if plain else fold_batch_norms(model)  # as engine.predict evaluates
+    evaluator = model if plain else fold_batch_norms(model)  # as scenes.evaluation.predict evaluates
     evaluator = torch.compile(evaluator) if config["compile"] and not plain else evaluator
     eval_steps = math.ceil(config["eval_images"] / run_config["eval_batch_size"])
     batches = make_batches("test", False, run_config["eval_batch_size"])
     results["eval"], _ = timed_phase(eval_step, batches, eval_warmup(config), eval_steps, device)
     batches.close()
+    precision = "fp32" if plain or not rt.bf16 else "bf16"
     for phase in ("train", "eval"):
         achieved = results[phase]["images_per_s"] * flops[phase]
-        results[phase]["tflops"] = achieved / 1e12
-        results[phase]["mfu_bf16"] = achieved / flops["peak_bf16"]
-        results[phase]["mfu_fp32"] = achieved / flops["peak_fp32"]
+        results[phase].update(tflops=achieved / 1e12, mfu=achieved / flops["peaks"][precision], precision=precision)
     del model, runner, evaluator
     gc.collect()
     return results
@@ -433,7 +437,7 @@ def table(size_results, size):
     """The side-by-side table of one image size."""
     plain, default, ratios = size_results["plain"], size_results["default"], size_results["ratios"]
     rows = [(f"{size}x{size} px", "plain", "default", "default/plain")]
-    flops = lambda r: f"{r['tflops']:.3f} ({r['mfu_bf16']:.1%} / {r['mfu_fp32']:.1%})"  # noqa: E731
+    flops = lambda r: f"{r['tflops']:.3f} ({r['mfu']:.1%} of {r['precision']})"  # noqa: E731
     memory = lambda r: f"{fmt_mb(r['peak_rss_mb'])}; {fmt_mb(r['workers_private_mb'])}"  # noqa: E731
     for phase in ("train", "eval"):
         p, d = plain[phase], default[phase]
@@ -444,7 +448,7 @@ def table(size_results, size):
              f"{d['best_step_images_per_s']:.1f}", f"{ratios[f'{phase}_speedup_best_step']:.2f}x"),
             (f"{phase}: time outside the step", f"{p['data_share']:.1%}", f"{d['data_share']:.1%}", ""),
             (f"{phase}: CPU time used / cores x wall", f"{p['cpu_share']:.0%}", f"{d['cpu_share']:.0%}", ""),
-            (f"{phase}: TFLOP/s (MFU bf16 / fp32 peak)", flops(p), flops(d), ""),
+            (f"{phase}: TFLOP/s (MFU: share of its precision's peak)", flops(p), flops(d), ""),
             (f"{phase}: peak RSS MB; workers' private MB", memory(p), memory(d), ""),
             (f"{phase}: peak RSS above the phase's start MB", fmt_mb(p["peak_rss_growth_mb"]),
              fmt_mb(d["peak_rss_growth_mb"]), ""),
@@ -480,9 +484,10 @@ def device_name(device):
 
 
 def measure_machine(rt, config):
-    """The device, its measured bf16 and fp32 matmul peaks and the load on it."""
-    peaks = {name: machine_peak(rt.device, dtype, config["peak_matmul_size"])
-             for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    """The device, its measured matmul peaks in the precisions the paths run (float32; bf16 where the
+    default path runs it) and the load on it."""
+    used = (("fp32", torch.float32),) + ((("bf16", torch.bfloat16),) if rt.bf16 else ())
+    peaks = {name: machine_peak(rt.device, dtype, config["peak_matmul_size"]) for name, dtype in used}
     print(f"measured matmul peak ({config['peak_matmul_size']}^2): " + ", ".join(
         f"{name} {peak / 1e12:.3f} TFLOP/s" + (f" ({together / 1e12:.3f} with {torch.get_num_threads()} threads "
                                                f"together, {one / 1e12:.3f} as threads x one)" if one else "")
@@ -501,9 +506,8 @@ def bench_size(size, bench_dir, cache_dir, rt, config, machine):
     run_config = train_config(bench_dir, size, config, cache_dir)
     torch.manual_seed(config["seed"])
     train_flops, eval_flops = count_flops(build_model(run_config["arch"], len(run_config["class_names"])), size)
-    peaks = machine["matmul_peak_tflops"]
-    flops = {"train": train_flops, "eval": eval_flops, "peak_bf16": peaks["bf16"] * 1e12,
-             "peak_fp32": peaks["fp32"] * 1e12}
+    flops = {"train": train_flops, "eval": eval_flops,
+             "peaks": {name: tflops * 1e12 for name, tflops in machine["matmul_peak_tflops"].items()}}
     results = {"flops_per_image": {"train": train_flops, "eval": eval_flops}}
     for name in ("plain", "default"):
         print(f"{size}px {name} ...", flush=True)
@@ -549,7 +553,7 @@ def summary(results, image_sizes):
                    eval_speedup=at["ratios"]["eval_speedup"],
                    train_speedup_best_step=at["ratios"]["train_speedup_best_step"],
                    eval_speedup_best_step=at["ratios"]["eval_speedup_best_step"],
-                   train_mfu_bf16=at["default"]["train"]["mfu_bf16"], train_mfu_fp32=at["default"]["train"]["mfu_fp32"],
+                   train_mfu=at["default"]["train"]["mfu"], train_mfu_precision=at["default"]["train"]["precision"],
                    train_data_share=at["default"]["train"]["data_share"])
     machine = results["machine"]
     machine["load_average_end"] = load_average()
@@ -557,7 +561,7 @@ def summary(results, image_sizes):
     print(f"at {headline}px the default path trains {results['train_speedup']:.2f}x and evaluates "
           f"{results['eval_speedup']:.2f}x as fast as the plain one (fastest steps: "
           f"{results['train_speedup_best_step']:.2f}x, {results['eval_speedup_best_step']:.2f}x); it trains at "
-          f"{results['train_mfu_bf16']:.1%} of the measured bf16 matmul peak with "
+          f"{results['train_mfu']:.1%} of the measured {results['train_mfu_precision']} matmul peak with "
           f"{results['train_data_share']:.1%} of its step time outside forward/backward.")
     shares = [size[path][phase]["cpu_share"] for size in results["sizes"].values() for path in ("plain", "default")
               for phase in ("train", "eval")]
@@ -590,7 +594,7 @@ def main(argv=None):
                      (eval_warmup(config) + math.ceil(config["eval_images"] / eval_batch_size)) * eval_batch_size)
         root, demo = resolve_data_root(config, bench_dir, needed)
         n_train, n_eval = write_bench_split(root, bench_dir, config, eval_batch_size)
-        rt = runtime(config["device"], train_defaults["precision"])
+        rt = runtime(config["device"], config["precision"])
         if rt.device.type == "cpu":
             keep_freed_memory()  # as train.py does, for both paths
         print(f"bench on {root}{' (generated DEMO images)' if demo else ''}: {n_train} training and {n_eval} "

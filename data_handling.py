@@ -5,8 +5,10 @@
     python main.py --steps=split                                  # the same, as main.py's first step
 
 Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
-is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
-images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
+is stratified and seeded; byte-identical copies of an image and its near-copies (the same photo
+re-encoded or resized, the next frame of a burst: pHash within 6 bits of 64) are reported and kept in
+one split; images that cannot be decoded are named and left out. split_info.json records every
+image's sha256, so a run knows the content of its split. CSV paths are relative to the dataset root,
 whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
 
 Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are

@@ -35,14 +35,15 @@ from scipy.stats import iqr
 from torch import nn
 from tqdm import tqdm
 
-from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, verifiable
 from scenes.cli import script_defaults
 from scenes.cli import UserError
 from scenes.loaders import eval_loader
 from scenes.metrics import softmax_scores
 from scenes.models import fold_batch_norms
 from scenes.runtime import prepare_model, runtime
-from scenes.splits import SPLITS, read_split_csv, read_split_info, rows_digest, split_csv, split_csvs, write_split
+from scenes.provenance import split_problem, unverified_note
+from scenes.splits import SPLITS, read_split, read_split_info, split_csv, split_csvs, write_split
 
 TRAIN_PROBS = ("cv_features", "trainings", "in_sample")
 NEIGHBOURS = 10  # as cleanlab's OutOfDistribution and Datalab use
@@ -61,6 +62,7 @@ class AuditData:
     probs: np.ndarray = None  # (N, C) out-of-sample class probabilities
     model_probs: np.ndarray = None  # (N, C) the run's own probabilities (in-sample for training images)
     run_config: dict = None  # the run's config, for trainings of its recipe
+    contents: dict = None  # {path: sha256} as the split recorded them
     planned_epochs: int = 0
     seconds: dict = field(default_factory=dict)
 
@@ -97,26 +99,30 @@ def split_files(config, splits_dir, name):
     return csvs
 
 
-def read_run_split(config, splits_dir, data_root, name, log=print):
-    """(data root, {split: (csv, [(relative_path, label)])}) of the run's split, checked to be the
-    split it was trained on (its rows' digest), so no image is scored by a model that saw it."""
-    csvs = split_files(config, splits_dir, name)
-    folder = os.path.dirname(csvs["train"])
+@dataclass
+class RunSplit:
+    """The split a run was trained on, as the audit reads it."""
+    root: str  # the data root
+    rows: dict  # {split: (csv, [(relative_path, label)])}
+    contents: dict  # {relative_path: sha256}, as the split recorded them
+
+
+def read_run_split(checkpoint, path, settings, name, log=print):
+    """The ``RunSplit`` of a run, checked to be the split it was trained on, images included (``scenes.provenance``), so no image
+    is scored by a model that saw it."""
+    config = checkpoint["config"]
+    folder = os.path.dirname(split_files(config, settings["splits_dir"], name)["train"])
     info = read_split_info(folder)
     check_class_names(config["class_names"], info["class_names"], name, f"the split {folder!r}")
-    if len(info["class_names"]) < 2:
-        raise UserError(f"the split in {folder} has one class; an audit of labels needs two.")
-    root = data_root or info["data_root"]
-    rows = {split: (csv, read_split_csv(csv, root, config["class_names"])) for split, csv in csvs.items()}
-    recorded = config.get("split_sha256")
-    if not recorded:
-        log(f"warning: run {name} does not record its split's content; auditing {folder} unchecked.")
-        return root, rows
-    changed = [split for split, (_, split_rows) in rows.items() if recorded.get(split) != rows_digest(split_rows)]
-    if changed:
-        raise UserError(f"run {name} was trained on another split: {' and '.join(changed)} in {folder} now list "
-                        "other images (made again?); audit it on its own split (--splits_dir), or train a run on this one.")
-    return root, rows
+    root = settings["data_root"] or info["data_root"]
+    split = read_split(folder, root, config["class_names"])
+    problem = split_problem(checkpoint, split, folder)
+    if problem:
+        raise UserError(f"run {name} is not audited: {problem}; audit it on its own split (--splits_dir).")
+    if not verifiable(checkpoint):
+        log(unverified_note(path))
+    rows = {name: (split_csv(folder, name), split.rows[name]) for name in SPLITS}
+    return RunSplit(root, rows, split.info["sha256"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,23 +149,24 @@ def features_and_probs(model, loader, rt, tta_flip, desc):
     return torch.cat(features).numpy(), softmax_scores(torch.cat(logits)).numpy()
 
 
-def extract(checkpoint, path, root, rows, settings, rt, log=print):
-    """AuditData of every image of the run's split, with features and the run's own probabilities."""
-    config = {**checkpoint["config"], "data_root": root, "loader": settings["loader"],
+def extract(checkpoint, path, split, settings, rt, log=print):
+    """AuditData of every image of the run's split (``read_run_split``'s), with features and the run's
+    own probabilities."""
+    config = {**checkpoint["config"], "data_root": split.root, "loader": settings["loader"],
               "cache_dir": settings["cache_dir"]}
-    data = AuditData(root, list(config["class_names"]), run_config=checkpoint["config"],
-                     planned_epochs=checkpoint.get("planned_epochs") or checkpoint["config"].get("epochs", 1))
+    data = AuditData(split.root, list(config["class_names"]), run_config=checkpoint["config"],
+                     contents=split.contents, planned_epochs=checkpoint.get("planned_epochs") or config["epochs"])
     model = prepare_model(model_from_checkpoint(checkpoint, path), rt)
     features, probs, labels = [], [], []
     started = time.perf_counter()
-    for split, (csv, split_rows) in rows.items():
+    for name, (csv, split_rows) in split.rows.items():
         loader = eval_loader(config, csv, rt.device, settings["batch_size"], log=log)
         split_features, split_probs = features_and_probs(model, loader, rt, config.get("tta_flip", False),
-                                                         f"features of {split}")
+                                                         f"features of {name}")
         features.append(split_features)
         probs.append(split_probs)
         data.paths += [rel for rel, _ in split_rows]
-        data.splits += [split] * len(split_rows)
+        data.splits += [name] * len(split_rows)
         labels += [label for _, label in split_rows]
     data.labels = np.asarray(labels)
     data.features, data.model_probs = np.concatenate(features), np.concatenate(probs)
@@ -186,13 +193,13 @@ def cross_validated_probs(features, labels, num_classes, folds, seed):
     return full
 
 
-def check_folds(rows, class_names, settings):
+def check_folds(split, class_names, settings):
     """Refuse, before any work, K folds that a class of the training split cannot fill (it needs K
-    images); ``rows`` as ``read_run_split`` gives them."""
+    images); ``split`` as ``read_run_split`` gives it."""
     if settings["train_probs"] == "in_sample":
         return
     folds = settings["folds"]
-    counts = np.bincount([label for _, label in rows["train"][1]], minlength=len(class_names))
+    counts = np.bincount([label for _, label in split.rows["train"][1]], minlength=len(class_names))
     short = [f"{name} ({count})" for name, count in zip(class_names, counts) if 0 < count < folds]
     if short:
         raise UserError(f"--folds={folds} needs {folds} training images per class, but {', '.join(short)} "
@@ -234,9 +241,10 @@ def fold_config(data, k, fold, work, settings):
     train, validation = data.of("train"), data.of("validation")
     rows = {"train": train[fold != k], "validation": validation, "test": train[fold == k]}
     splits_dir = os.path.join(work, f"fold{k + 1}")
+    sha256 = {data.paths[i]: data.contents[data.paths[i]] for indices in rows.values() for i in indices}
     write_split(splits_dir, {split: [(data.paths[i], int(data.labels[i])) for i in indices]
                              for split, indices in rows.items()}, data.class_names,
-                {"data_root": data.root, "class_names": data.class_names})
+                {"data_root": data.root, "class_names": data.class_names, "sha256": sha256})
     run = data.run_config
     epochs = settings["fold_epochs"] or data.planned_epochs
     return {**script_defaults("train.py"), **run, "data_root": data.root, "splits_dir": splits_dir,

@@ -10,16 +10,17 @@ import pandas as pd
 from scenes import cli
 from scenes.files import ensure_folder, write_table, write_text
 from scenes.runtime import runtime
+from scenes.splitting import folder_listing
 from scenes.scoring import (COMPARISON_FORMAT, check_all, comparison_table, data_tag, find_checkpoints,
                             markdown_table, run_names, save_scores, score_checkpoint, score_stem, table_row,
-                            verify_scores)
+                            verify_scores, what_changed)
 from scenes.transforms import eval_size
 
 
 def evaluate_one(name, path, checkpoint, settings, rt, tag):
     """Evaluate one checkpoint, save its scores and confusion matrix, print its metrics; returns its table row."""
     config, metrics, scores = score_checkpoint(checkpoint, path, settings, rt)
-    stem = save_scores(path, tag, name, metrics, scores)
+    stem = save_scores(path, tag, name, metrics, scores, rt)
     per_class = pd.DataFrame({"AP": metrics["ap"], "accuracy": metrics["class_accuracy"]}).T
     print(f"\n{name} ({path}, epoch {config['epoch']}, {config['arch']} at {eval_size(config)}px): "
           f"{len(scores)} images\n{per_class.round(4).to_string()}\n"
@@ -29,23 +30,26 @@ def evaluate_one(name, path, checkpoint, settings, rt, tag):
 
 
 def verify_one(name, path, checkpoint, settings, rt, tag):
-    """Predict again and compare with the saved scores; returns the largest absolute difference."""
+    """Predict again and compare with the saved scores; returns the largest absolute difference and,
+    when it is over the tolerance, what changed (the data, the model, or neither)."""
     _, _, scores = score_checkpoint(checkpoint, path, settings, rt)
-    difference = verify_scores(scores, f"{score_stem(path, tag)}_scores.csv", settings["tolerance"])
-    verdict = "ok" if difference <= settings["tolerance"] else "MISMATCH"
+    score_file = f"{score_stem(path, tag)}_scores.csv"
+    difference = verify_scores(scores, score_file, settings["tolerance"])
+    why = None if difference <= settings["tolerance"] else what_changed(score_file, path, scores)
     print(f"{name}: largest absolute score difference {difference:.3g} over {scores.shape[0]} images "
-          f"x {scores.shape[1] - 2} classes (tolerance {settings['tolerance']:g}): {verdict}")
-    return difference
+          f"x {scores.shape[1] - 2} classes (tolerance {settings['tolerance']:g}): "
+          f"{'ok' if why is None else 'MISMATCH: ' + why}")
+    return difference, why
 
 
-def check_verified(differences, tolerance):
-    failed = [name for name, difference in differences.items() if not difference <= tolerance]
+def check_verified(verified, tolerance):
+    failed = {name: why for name, (_, why) in verified.items() if why is not None}
     if failed:
-        largest = max(differences[name] for name in failed)
+        largest = max(verified[name][0] for name in failed)
+        reasons = "; ".join(f"{name}: {why}" for name, why in failed.items())
         raise cli.UserError(f"the scores of {', '.join(failed)} differ from the saved ones by more than the "
-                            f"tolerance {tolerance:g} (largest {largest:.3g}): the reloaded model does not "
-                            "reproduce them (verify with the --device and --precision the scores were saved with).")
-    print(f"verified: all {len(differences)} reloaded model(s) reproduce their saved scores.")
+                            f"tolerance {tolerance:g} (largest {largest:.3g}): {reasons}.")
+    print(f"verified: all {len(verified)} reloaded model(s) reproduce their saved scores.")
 
 
 def write_comparison(rows, out_dir, tag, caption):
@@ -58,23 +62,36 @@ def write_comparison(rows, out_dir, tag, caption):
     return table
 
 
+def folder_settings(settings):
+    """The settings that evaluate --folder: its listing as --csv, the folder as the data root."""
+    if settings["csv"]:
+        raise cli.UserError("give --csv or --folder, not both.")
+    listing = folder_listing(settings["folder"], settings["out_dir"])
+    print(f"listed the images of {settings['folder']} in {listing}")
+    return {**settings, "csv": listing, "data_root": settings["folder"]}
+
+
 def evaluate_checkpoints(settings, arguments):
     """Evaluate the checkpoints ``arguments`` name (returns the comparison table) or, with
     ``settings["verify"]``, check their saved scores (returns the largest absolute difference per run)."""
     ensure_folder(settings["out_dir"], "out_dir", create=False)
     paths = find_checkpoints(arguments)
+    if settings["folder"]:
+        settings = folder_settings(settings)
     rt = runtime(settings["device"], settings["precision"])
     if rt.world > 1:
         raise cli.UserError("accuracy_eval.py runs as one process: start it with python, not torchrun.")
     loaded = check_all(paths, settings)
+    paths = list(loaded)
     tag = data_tag(settings)
-    what = f"--csv {settings['csv']}" if settings["csv"] else f"the {settings['split']} split"
+    what = f"--folder {settings['folder']}" if settings["folder"] else f"--csv {settings['csv']}" if settings["csv"] \
+        else f"the {settings['split']} split"
     print(f"evaluating {len(paths)} checkpoint(s) on {what} ({rt.device}, {'bf16' if rt.bf16 else 'fp32'})")
     named = list(zip(run_names(paths), paths))
     if settings["verify"]:
-        differences = {name: verify_one(name, path, loaded[path], settings, rt, tag) for name, path in named}
-        check_verified(differences, settings["tolerance"])
-        return differences
+        verified = {name: verify_one(name, path, loaded[path], settings, rt, tag) for name, path in named}
+        check_verified(verified, settings["tolerance"])
+        return {name: difference for name, (difference, _) in verified.items()}
     rows = {}
     for name, path in named:
         rows[name], images = evaluate_one(name, path, loaded[path], settings, rt, tag)

@@ -5,7 +5,7 @@ import time
 import torch
 
 from scenes.models import build_model
-from scenes.runtime import prepare_model, runtime
+from scenes.runtime import prepare_for_steps, runtime
 from scenes.splits import SPLITS, csv_rows
 from scenes.training import REPORT_PRESETS, make_optimizer, resolve_config
 from scenes.transforms import eval_size
@@ -16,7 +16,7 @@ TIMED_STEPS = 3  # after one untimed step, which builds the kernels
 def seconds_per_image(config, rt):
     """Seconds of one training step per image, at the run's largest crop, on random pixels."""
     size = config["image_size"]
-    model = prepare_model(build_model(config["arch"], len(config["class_names"])), rt).train()
+    model = prepare_for_steps(build_model(config["arch"], len(config["class_names"])), rt).train()
     optimizer = make_optimizer(model, config)
     images = torch.randn(config["batch_size"], 3, size, size, device=rt.device).contiguous(
         memory_format=torch.channels_last)

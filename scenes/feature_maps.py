@@ -3,18 +3,21 @@ ImageNet weights, its chosen modules hooked over the first images of a split, th
 table written. The hooks and statistics themselves are in ``scenes.features``.
 """
 import os
+import sys
 
 import torch
 
 from scenes import cli
-from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint
+from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, verifiable
 from scenes.features import NonPositiveStats, capture_outputs, check_module_names, image_maps, save_feature_maps, \
     stats_table
 from scenes.files import ensure_folder, write_text
+from scenes.outputs import check_output_folder
 from scenes.loaders import eval_loader
 from scenes.models import build_model, imagenet_weights
 from scenes.runtime import prepare_model, runtime
-from scenes.splits import read_split_csv, read_split_info, split_csvs
+from scenes.provenance import split_problem, unverified_note
+from scenes.splits import read_split, read_split_csv, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_size
 
 PRETRAINED_ONLY = ("arch", "weights_file", "image_size")
@@ -38,7 +41,21 @@ def checkpoint_setup(config, overrides):
         check_class_names(data["class_names"], info["class_names"], path, config["splits_dir"])
         data["data_root"] = info["data_root"]
         data.update(split_csvs(config["splits_dir"]))
+    check_own_split(saved, path, data, config)
     return model, data, f"{path} ({data['arch']}, {eval_size(data)} px)"
+
+
+def check_own_split(checkpoint, path, data, config):
+    """Refuse a split the checkpoint was not trained on: its statistics would be about other data."""
+    splits_dir = os.path.dirname(data[f"{config['split']}_csv"])
+    split = read_split(splits_dir, config["data_root"] or data["data_root"], data["class_names"],
+                       verify=[config["split"]])
+    problem = split_problem(checkpoint, split, splits_dir)
+    if problem:
+        raise cli.UserError(f"{path} is not looked into on this split: {problem}; pass the --splits_dir it was "
+                            "trained on.")
+    if not verifiable(checkpoint):
+        print(unverified_note(path), file=sys.stderr)
 
 
 def pretrained_setup(config):
@@ -102,6 +119,7 @@ def write_feature_maps(config, overrides):
     check_module_names(model, names)
     data.update(data_root=config["data_root"] or data["data_root"], loader=config["loader"],
                 cache_dir=config["cache_dir"])
+    check_output_folder(config["out_dir"], "out_dir", data["data_root"])
     rt = runtime(config["device"], config["precision"])
     csv_file = data[f"{config['split']}_csv"]
     samples = read_split_csv(csv_file, data["data_root"], data["class_names"])

@@ -2,15 +2,17 @@
 
 - ``plain``: ``NatureTypesDataset`` decodes each image with PIL per item in a ``DataLoader``;
 - ``cached`` (default): every image is decoded once, resized exactly as the plain path resizes it,
-  into a uint8 file keyed by the CSV, the files' sizes and times and the image size (a new file
-  replaces the outdated one of the same CSV and size); augmentation (random resized crop and flip)
-  then runs on whole batches.
+  into a uint8 file keyed by the CSV, the images' content and the image size (a new file replaces
+  the outdated one of the same CSV and size), with a crc32 per row checked whenever it is opened,
+  so a damaged file is built again, never used; augmentation (random resized crop and flip) then
+  runs on whole batches.
 """
 import contextlib
 import glob
 import hashlib
 import math
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -20,27 +22,28 @@ from torch.utils.data import DataLoader, Subset
 
 from scenes.cli import UserError
 from scenes.dataset import NatureTypesDataset
-from scenes.files import ensure_folder, ensure_room, write_atomically
+from scenes.files import ensure_folder, ensure_room, remove_stale_temporaries, write_atomically
 from scenes.images import decoding_threads, load_image
-from scenes.splits import read_split_csv
+from scenes.outputs import check_output_folder
+from scenes.splits import content_digests, read_split_csv
 from scenes.transforms import eval_resize, eval_size, pil_transforms, random_resized_crop_flip
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: keyed by the images' content, a crc32 per row
+CRC_BYTES = 4
 
 
 def cache_name(csv_file, root, samples, size):
-    """The cache file's name, as (prefix, rest): ``<csv>-<size>px-<content>-`` and ``<files>.u8``.
+    """The cache file's name, as (prefix, rest): ``<csv>-<size>px-<csv digest>-`` and ``<content>.u8``.
 
-    <content> hashes the CSV and the image size, <files> every listed file's size and time, so a
-    changed CSV or image gets a new file; one with the same prefix and other files is outdated.
+    <csv digest> hashes the CSV and the image size, <content> every listed image's sha256, so a
+    changed CSV or image (even one of the same size and time) gets a new file; one with the same
+    prefix and other content is outdated.
     """
     with open(csv_file, "rb") as f:
-        content = hashlib.sha256(f"{CACHE_VERSION}:{size}:".encode() + f.read()).hexdigest()[:10]
-    files = hashlib.sha256()
-    for rel, _ in samples:
-        stat = os.stat(os.path.join(root, rel))
-        files.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-{content}-", f"{files.hexdigest()[:12]}.u8"
+        listed = hashlib.sha256(f"{CACHE_VERSION}:{size}:".encode() + f.read()).hexdigest()[:10]
+    contents = content_digests(root, [rel for rel, _ in samples])
+    content = hashlib.sha256("".join(contents[rel] for rel, _ in samples).encode()).hexdigest()[:12]
+    return f"{os.path.basename(csv_file).rsplit('.', 1)[0]}-{size}px-{listed}-", f"{content}.u8"
 
 
 def decode_resized(path, size):
@@ -49,17 +52,24 @@ def decode_resized(path, size):
 
 
 def read_npy_header(path):
-    """The array shape and the data offset of a ``.npy`` file."""
+    """The array shape and the data offset of a ``.npy`` file; ValueError if it has no valid header."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
             np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(f)
+        shape, _, dtype = read_header(f)
+        if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+            raise ValueError(f"an array of {dtype} {shape}, not of RGB rows")
         return shape, f.tell()
 
 
+class CacheDamaged(Exception):
+    """A cache file that is not what was written: a header, length or row checksum that does not match."""
+
+
 class ImageCache:
-    """A split's (N, size, size, 3) uint8 cache file, read row by row with ``pread``.
+    """A split's (N, size, size, 3) uint8 cache file, read row by row with ``pread``, and after the rows
+    a crc32 of each (``verify`` checks them all).
 
     Reading rows into a fresh array (rather than indexing a memory map of the file) leaves the
     file's pages in the kernel's page cache, shared by every run and process, and out of this
@@ -67,10 +77,13 @@ class ImageCache:
     """
 
     def __init__(self, path):
-        self.path, self.shape, self.offset = path, *read_npy_header(path)
+        try:
+            self.path, self.shape, self.offset = path, *read_npy_header(path)
+        except (ValueError, EOFError, OSError) as error:
+            raise CacheDamaged(f"its header does not read ({error})") from None
         self.row_bytes = math.prod(self.shape[1:])
-        if os.path.getsize(path) != self.offset + len(self) * self.row_bytes:
-            raise UserError(f"{path} is not as long as its header says; delete it to rebuild it.")
+        if os.path.getsize(path) != self.offset + len(self) * (self.row_bytes + CRC_BYTES):
+            raise CacheDamaged("it is not as long as its header says")
         self.fd = os.open(path, os.O_RDONLY)
 
     def __len__(self):
@@ -82,13 +95,24 @@ class ImageCache:
             os.preadv(self.fd, [row], self.offset + int(index) * self.row_bytes)
         return rows
 
+    def verify(self, chunk=256):
+        """Raise CacheDamaged if a row's crc32 is not the one written with it."""
+        written = np.frombuffer(os.pread(self.fd, CRC_BYTES * len(self), self.offset + len(self) * self.row_bytes),
+                                dtype="<u4")
+        for start in range(0, len(self), chunk):
+            rows = self[range(start, min(start + chunk, len(self)))]
+            bad = [start + i for i, row in enumerate(rows) if zlib.crc32(row) != written[start + i]]
+            if bad:
+                raise CacheDamaged(f"row {bad[0]} does not match its checksum")
+
     def __del__(self):
         if hasattr(self, "fd"):
             os.close(self.fd)
 
 
 def fill_cache(f, root, samples, size):
-    """Write the ``.npy`` header, then every image's rows with ``pwrite`` (the file is never mapped)."""
+    """Write the ``.npy`` header, every image's rows with ``pwrite`` (the file is never mapped), then
+    the rows' crc32s."""
     shape = (len(samples), size, size, 3)
     np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
     f.flush()
@@ -96,30 +120,54 @@ def fill_cache(f, root, samples, size):
     f.truncate(offset + math.prod(shape))  # room for the rows (a sparse file until written)
 
     def fill(i):
-        os.pwrite(f.fileno(), decode_resized(os.path.join(root, samples[i][0]), size).tobytes(),
-                  offset + i * row_bytes)
+        row = decode_resized(os.path.join(root, samples[i][0]), size).tobytes()
+        os.pwrite(f.fileno(), row, offset + i * row_bytes)
+        return zlib.crc32(row)
 
     with ThreadPoolExecutor(decoding_threads()) as pool:
-        list(pool.map(fill, range(len(samples))))
+        crcs = np.array(list(pool.map(fill, range(len(samples)))), dtype="<u4")
+    os.pwrite(f.fileno(), crcs.tobytes(), offset + len(samples) * row_bytes)
+
+
+def checked_cache(path, log):
+    """The cache at ``path`` if it is there and whole, else None (a damaged one is removed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        cache = ImageCache(path)
+        cache.verify()
+        return cache
+    except CacheDamaged as error:
+        log(f"the cache {path} is damaged ({error}); it is removed and built again.")
+        os.remove(path)
+        return None
 
 
 def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=print):
-    """Return the split's ``ImageCache`` (N images, size x size, RGB uint8), building it if needed.
+    """Return the split's ``ImageCache`` (N images, size x size, RGB uint8), building it if it is not
+    there or does not match its checksums.
 
-    With ``build=False`` (the other ranks of a distributed run) it only opens an existing one.
+    With ``build=False`` (the other ranks of a distributed run) it only opens the one rank 0 built.
     """
     prefix, rest = cache_name(csv_file, root, samples, size)
     prefix = os.path.join(cache_dir, prefix)
     path = prefix + rest
-    if not os.path.exists(path) and build:
+    if not build:
+        return ImageCache(path)
+    remove_stale_temporaries(path, os.path.join(glob.escape(cache_dir), "*.u8"))  # of runs killed while caching
+    cache = checked_cache(path, log)
+    if cache is None:
+        check_output_folder(cache_dir, "cache_dir", root)
         ensure_folder(cache_dir, "cache_dir")
-        ensure_room(cache_dir, len(samples) * size * size * 3, f"the cache of {len(samples)} images at {size} px")
+        ensure_room(cache_dir, len(samples) * (size * size * 3 + CRC_BYTES),
+                    f"the cache of {len(samples)} images at {size} px")
         log(f"caching {len(samples)} images of {csv_file} at {size}x{size} in {path} (once) ...")
         write_atomically(path, lambda f: fill_cache(f, root, samples, size), shared=True)
         for outdated in set(glob.glob(f"{glob.escape(prefix)}*.u8")) - {path}:  # older images of this split
             with contextlib.suppress(OSError):  # a run still reading one keeps its open file (POSIX)
                 os.remove(outdated)
-    return ImageCache(path)
+        cache = ImageCache(path)
+    return cache
 
 
 def shard_indices(n, rank, world, shuffle, seed, epoch, batch_size=0):

@@ -3,6 +3,7 @@ scoring them, and report.md's sections with their figures. See report.py for wha
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import torch
 
 from scenes import cli
-from scenes.checkpoints import check_class_names, load_checkpoint, model_from_checkpoint, slim
+from scenes.checkpoints import load_checkpoint, model_from_checkpoint, slim, verifiable
 from scenes.features import capture_outputs, count_non_positive, image_maps, save_feature_maps, stats_table
 from scenes.figures import curves_grid, gallery_figure, save_confusion, test_loss_grid
 from scenes.files import ensure_folder, sub_folders, write_figure, write_table, write_text
@@ -18,11 +19,12 @@ from scenes.gradcam import LAYER, grad_cam, gradcam_model
 from scenes.images import load_image
 from scenes.loaders import eval_loader
 from scenes.mistakes import confused_pairs, mistakes_table
+from scenes.outputs import check_output_folder
 from scenes.plan import crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
-from scenes.scoring import (COMPARISON_FORMAT, comparison_table, markdown_table, metrics_of_scores, save_scores,
-                            saved_scores, score_checkpoint, score_stem, table_row)
-from scenes.splits import read_split_csv, read_split_info, split_csv
+from scenes.scoring import (COMPARISON_FORMAT, comparison_table, eval_config, markdown_cell, markdown_table,
+                            metrics_of_scores, save_scores, saved_scores, score_checkpoint, score_stem, table_row)
+from scenes.splits import read_split, read_split_info, split_csv, split_digest
 from scenes.transforms import build_transforms, eval_size, picture
 from scenes.training import REPORT_PRESETS
 
@@ -173,16 +175,54 @@ def score_run(record, settings, info, rt):
     """The best.pth's test scores and metrics: read back when saved and up to date, else evaluated
     and saved beside it (as accuracy_eval.py saves them)."""
     class_names = record.config["class_names"]
-    check_class_names(class_names, info["class_names"], record.best, f"the split in {settings['splits_dir']!r}")
-    samples = read_split_csv(split_csv(settings["splits_dir"], TAG), settings["root"], class_names)
-    scores = saved_scores(record.best, TAG, samples, class_names)
+    _, data = eval_config(record.weights["config"], settings, record.best)
+    scores = saved_scores(record.best, TAG, split_digest(data.rows, data.contents), data.rows, class_names)
     record.scored = f"read from {score_stem(record.best, TAG)}_scores.csv"
     if scores is None:
         print(f"evaluating {record.name} ({record.best}) on the {TAG} split ...")
         _, metrics, scores = score_checkpoint(record.weights, record.best, settings, rt)
-        save_scores(record.best, TAG, record.name, metrics, scores)
+        save_scores(record.best, TAG, record.name, metrics, scores, rt)
         record.scored = f"evaluated now ({rt.device}, {'bf16' if rt.bf16 else 'fp32'}), saved beside best.pth"
     record.scores, record.metrics = scores, metrics_of_scores(scores, class_names, record.best)
+
+
+def runs_of_this_split(records, settings, info):
+    """(the runs trained on the split in --splits_dir, the others with the reason): a report never
+    puts runs of two splits (the demo beside real runs) side by side. A run that does not record
+    its split's content stays, with a note."""
+    try:
+        split = read_split(settings["splits_dir"], settings["root"], info["class_names"], verify=[TAG])
+    except cli.UserError as error:
+        for record in records:
+            record.problems.append(f"no test scores: {error}")
+        return records, []
+    kept, left_out = [], []
+    for record in records:
+        digests = (record.config or {}).get("split_sha256")
+        if record.weights is not None and not verifiable(record.weights):
+            record.problems.append("saved by an older version that did not record its images' content: its data "
+                                   "cannot be checked")
+            digests = None
+        if isinstance(digests, dict) and digests != split.digests:
+            left_out.append(record)
+        else:
+            kept.append(record)
+    if not kept:
+        raise cli.UserError(f"no run in the folder was trained on the split in {settings['splits_dir']!r} "
+                            f"({', '.join(r.name for r in left_out)} on others); pass the --splits_dir they were "
+                            "trained on.")
+    for record in left_out:
+        print(f"skipped: run {record.name} ({record.dir}) was trained on another split than the one in "
+              f"{settings['splits_dir']!r}; it is left out of the report.", file=sys.stderr)
+    return kept, left_out
+
+
+def left_out_lines(left_out, settings):
+    if not left_out:
+        return ""
+    names = ", ".join(f"`{r.name}`" for r in left_out)
+    return (f"\nLeft out: {names}, trained on another split than the one in `{settings['splits_dir']}` (its "
+            "numbers would be about other data, so they stand beside no run of this split).\n")
 
 
 def score_runs(records, settings, info, rt):
@@ -251,9 +291,15 @@ def runs_section(records, info, settings):
     return "\n".join(lines) + "\n"
 
 
+def image_link(alt, path):
+    """A Markdown image; a path with spaces or parentheses (from a class or run name) takes the <...> form."""
+    target = f"<{path}>" if any(c in path for c in " ()") else path
+    return f"![{alt.replace('[', '(').replace(']', ')')}]({target})"
+
+
 def markdown_rows(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows])
 
 
 def curve_limits(records):
@@ -325,7 +371,7 @@ def confusion_section(records, out_dir):
         name = f"confusion_{r.name}.png"
         save_confusion(r.metrics["confusion"], r.config["class_names"], os.path.join(out_dir, name),
                        f"{r.name}: {TAG}, accuracy {r.metrics['accuracy']:.4f}")
-        lines += [f"![{r.name}]({name})", ""]
+        lines += [image_link(r.name, name), ""]
     return "\n".join(lines)
 
 
@@ -362,7 +408,7 @@ def features_section(best, config, settings, out_dir, rt):
                               f"{best.name}: {TAG} image {rel} ({name})", os.path.join(out_dir, "features"),
                               config["channels"])
             lines += ["", f"Figure 3 ({name}, `{rel}`): rows = modules, columns = channels.", "",
-                      f"![Figure 3: {name}](features/feature_maps_visualization/{name}.png)"]
+                      image_link(f"Figure 3: {name}", f"features/feature_maps_visualization/{name}.png")]
     else:
         lines += ["", f"No {TAG} image of {config['feature_classes']} for Figure 3."]
     batches = eval_loader(data, split_csv(settings["splits_dir"], TAG), rt.device, config["batch_size"], log=print)
@@ -467,13 +513,17 @@ def make_report(config, positionals):
     records = [read_run(run_dir) for run_dir in run_dirs(folder)]
     info, no_split = split_info(config)
     settings = eval_settings(config, info or {"data_root": ""})
+    check_output_folder(config["out_dir"], "out_dir", settings["root"])
+    left_out = []
     if info:
+        records, left_out = runs_of_this_split(records, settings, info)
         score_runs(records, settings, info, rt)
     else:
         for record in records:
             record.problems.append(f"no test scores: {no_split}")
     out_dir = config["out_dir"]
     sections, table1, best = build_sections(records, config, settings, info, out_dir, rt)
+    sections[0] += left_out_lines(left_out, settings)
     title = (f"# Report on `{os.path.abspath(folder)}`\n\n"
              "Made by `python report.py`; its figures and tables lie beside this file.\n")
     path = os.path.join(out_dir, "report.md")

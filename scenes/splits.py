@@ -3,7 +3,8 @@
 A dataset root holds one sub-folder per class (sorted by name gives the class index). A splits
 folder holds ``train.csv``, ``validation.csv`` and ``test.csv`` (columns ``path,label,class_name``,
 paths relative to the dataset root) and ``split_info.json`` (the root's absolute path, the class
-names, the counts). A split is written as one set: while its files are renamed into place the
+names, the counts, the copies kept together and every image's sha256). A split's digest covers
+each row's path, label and content, so a run knows the images it was trained on. A split is written as one set: while its files are renamed into place the
 folder holds ``split_incomplete``, and a reader that finds it refuses the folder.
 """
 import csv
@@ -12,6 +13,8 @@ import io
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from scenes.cli import UserError
 from scenes.files import sub_folders, write_atomically, write_together
@@ -21,6 +24,10 @@ SPLITS = ("train", "validation", "test")
 CSV_COLUMNS = ("path", "label", "class_name")
 SPLIT_INFO = "split_info.json"
 INCOMPLETE = "split_incomplete"  # there while a split is being written
+# The columns beside the class columns in the CSVs the project writes (score files, predict.py --out,
+# mistakes.csv, Table 1): a class of one of these names would give a file two columns of one name.
+COLUMN_NAMES = ("path", "label", "predicted", "score", "prediction", "confidence", "run", "mAP", "accuracy",
+                "mean class accuracy")
 
 
 def is_image_name(name):
@@ -30,6 +37,18 @@ def is_image_name(name):
 def class_folders(root):
     """The class names of a dataset root: its sub-folders that are not hidden, sorted; [] if no folder."""
     return [os.path.basename(path) for path in sub_folders(root)]
+
+
+def check_class_list(class_names, where):
+    """Refuse a class list that no classifier or table of the project can use: fewer than two classes,
+    or a class named as a column of the project's CSVs."""
+    if len(class_names) < 2:
+        raise UserError(f"{where} has {len(class_names)} class ({', '.join(class_names)}); a classifier needs two "
+                        "or more class folders.")
+    clashes = [name for name in class_names if name in COLUMN_NAMES]
+    if clashes:
+        raise UserError(f"{where} has a class named {clashes[0]!r}, as a column of the score and prediction CSVs "
+                        f"({', '.join(COLUMN_NAMES)}); rename that class folder.")
 
 
 def split_csv(splits_dir, split):
@@ -159,11 +178,16 @@ def read_split_info(splits_dir):
         raise UserError(f"{path} is damaged ({error}); make the split again with python main.py "
                         "--steps=split.") from None
     fine = {"data_root": lambda v: isinstance(v, str),
-            "class_names": lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v)}
+            "class_names": lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v),
+            "sha256": lambda v: isinstance(v, dict)}
     bad = [key for key, ok in fine.items() if not (isinstance(info, dict) and ok(info.get(key)))]
+    if bad == ["sha256"]:
+        raise UserError(f"{path} was written by an older version that did not record its images' content; make "
+                        "the split again with python main.py --steps=split.")
     if bad:
         raise UserError(f"{path} lacks a valid {' and '.join(bad)}; make the split again with python main.py "
                         "--steps=split.")
+    check_class_list(info["class_names"], f"the split in {splits_dir!r}")
     return info
 
 
@@ -179,10 +203,71 @@ def check_disjoint(split_paths, digest_of=None):
                 seen.setdefault(key, (split, path))
 
 
-def rows_digest(rows):
-    """The sha256 of a split's rows as read, ``[(relative_path, label)]``: the same split reached by
-    another path (``./splits``, a copy) has the same digest, a split made again over other images not."""
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+_digests = {}  # (path, inode, size, mtime, ctime) -> sha256: each file is read once per process
+
+
+def content_digests(root, rels):
+    """``{relative path: sha256 of the file}``, read on threads; a file already read by this
+    process and unchanged since (its inode, size and times, ctime included, which no tool sets
+    back) is not read again."""
+    def digest(rel):
+        path = os.path.join(root, rel)
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if key not in _digests:
+            _digests[key] = file_sha256(path)
+        return _digests[key]
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(rels, pool.map(digest, rels)))
+
+
+def split_digest(rows, contents):
+    """The sha256 of a split: its rows (relative path and label) with each image's content
+    (``contents[path]``, a sha256). The same split reached by another path (``./splits``, a copy)
+    has the same digest; a split made again over other images, or other pictures under the same
+    names, has another."""
     digest = hashlib.sha256()
     for rel, label in rows:
-        digest.update(f"{rel}\t{label}\n".encode("utf-8", "surrogateescape"))
+        digest.update(f"{rel}\t{label}\t{contents[rel]}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def check_unchanged(root, rels, recorded, where):
+    """Refuse images under ``root`` whose content is not what ``recorded`` (``{path: sha256}``) says,
+    naming them; returns their digests now."""
+    now = content_digests(root, rels)
+    changed = [rel for rel in rels if now[rel] != recorded.get(rel)]
+    if changed:
+        raise UserError(f"{len(changed)} image(s) under {root!r} are not the ones {where} was made from, e.g. "
+                        f"{', '.join(changed[:3])}; restore them, or make the split again (python main.py "
+                        "--steps=split) and train on it.")
+    return now
+
+
+@dataclass
+class Split:
+    """A split as read and checked: its rows per split, their digests, the info it was written with."""
+    info: dict
+    rows: dict
+    digests: dict
+
+
+def read_split(splits_dir, root, class_names, verify=SPLITS):
+    """The split in ``splits_dir`` over the images under ``root``, checked before it is trusted:
+    every CSV line and file (``read_split_csv``), and the content of the images of the splits named
+    in ``verify`` against the sha256 the split recorded."""
+    info = read_split_info(splits_dir)
+    recorded = info["sha256"]
+    rows = {split: read_split_csv(split_csv(splits_dir, split), root, class_names) for split in SPLITS}
+    for split in verify:
+        check_unchanged(root, [rel for rel, _ in rows[split]], recorded, f"the split in {splits_dir!r}")
+    missing = [rel for split_rows in rows.values() for rel, _ in split_rows if rel not in recorded]
+    if missing:
+        raise UserError(f"{split_csv(splits_dir, SPLITS[0])} and its neighbours list images that {SPLIT_INFO} does "
+                        f"not, e.g. {missing[0]}; make the split again (python main.py --steps=split).")
+    return Split(info, rows, {split: split_digest(split_rows, recorded) for split, split_rows in rows.items()})

@@ -1,16 +1,10 @@
-"""Making a split: a folder of class sub-folders into train.csv, validation.csv and test.csv.
-
-Every sub-folder of the dataset root is a class (sorted by name gives the class index). The split
-is stratified and seeded; byte-identical copies of an image are reported and kept in one split;
-images that cannot be decoded are named and left out. CSV paths are relative to the dataset root,
-whose absolute path is kept once, in ``split_info.json`` beside the CSVs.
-
-Nothing is written until the split is known to be usable: file names that are not valid UTF-8 are
-refused, naming them (a CSV cannot hold them, and a renamed file is better than a silently missing
-one); sizes that leave a split empty are refused; a class too small to reach every split is a
-warning. The four files are written as one set, so a failure leaves the previous split whole.
+"""Making a split (what data_handling.py runs; its docstring says what a split is and guarantees):
+scanning a dataset root, hashing and decoding every image, grouping copies and near-copies
+(``scenes.near_copies``), the stratified seeded assignment, and the checks before anything is written.
+A labelled folder can also be listed as a split CSV (``folder_listing``, for accuracy_eval.py --folder).
 """
 import hashlib
+import io
 import math
 import os
 import random
@@ -21,8 +15,11 @@ from PIL import Image
 
 from scenes.cli import UserError
 from scenes.corrections import correct
-from scenes.files import ensure_folder
-from scenes.splits import IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split
+from scenes.files import ensure_folder, sub_folders
+from scenes.images import to_rgb
+from scenes.near_copies import NEAR_DISTANCE, connected_groups, near_pairs, perceptual_hash
+from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_class_list, check_disjoint, class_folders, is_image_name,
+                           write_split, write_split_csv)
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -45,27 +42,92 @@ def scan_dataset(root):
         if not files:
             empty.append(name)
         samples += [(f"{name}/{f}", label) for f in files]
+    if len(empty) == len(class_names):
+        point_to_class_folders(root)
     if empty:
         raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
+    check_class_list(class_names, f"dataset root {root!r}")
+    check_distinct_folders(root, class_names)
     return class_names, samples
 
 
+def check_distinct_folders(root, class_names):
+    """Refuse two class folders that are one folder (a link to another class): its images would be filed
+    under two labels."""
+    first = {}
+    for name in class_names:
+        real = os.path.realpath(os.path.join(root, name))
+        if real in first:
+            raise UserError(f"class folders {first[real]} and {name} in {root!r} are the same folder ({real}), "
+                            "so its images would have two labels; remove the link.")
+        first[real] = name
+
+
+def holds_images(folder):
+    return any(is_image_name(e.name) and e.is_file() for e in os.scandir(folder))
+
+
+def class_roots_below(root, depth=3):
+    """Folders under ``root`` (at most ``depth`` levels down) whose sub-folders hold images, shallowest
+    first: where the class folders of a nested download (Kaggle's seg_train/seg_train) are."""
+    found, level = [], [root]
+    for _ in range(depth):
+        level = [sub for folder in level for sub in sub_folders(folder)]
+        found += [folder for folder in level if sum(holds_images(sub) for sub in sub_folders(folder)) >= 2]
+    return found
+
+
+def point_to_class_folders(root):
+    """Refuse a root whose class folders hold no images, naming the folders below that look like a
+    dataset root (a Kaggle download nests them: seg_train/seg_train, seg_test/seg_test)."""
+    below = class_roots_below(root)
+    if not below:
+        return
+    training = [folder for folder in below if "train" in os.path.basename(folder).lower()] or below
+    others = [folder for folder in below if folder not in training]
+    hint = f"; evaluate a trained run on {others[0]} with python accuracy_eval.py CHECKPOINT --folder={others[0]}" \
+        if others else ""
+    raise UserError(f"{root!r} holds no images in its sub-folders, but {training[0]} holds class folders of images "
+                    f"(the Kaggle download nests them); pass --data_root={training[0]}{hint}.")
+
+
+def folder_listing(folder, out_dir):
+    """A labelled folder (one sub-folder per class) listed as a split CSV ``folder-<name>.csv`` in
+    ``out_dir``, so it is evaluated as a CSV is (against a checkpoint of the same classes); returns
+    the CSV's path."""
+    class_names, samples = scan_dataset(folder)
+    path = os.path.join(out_dir, f"folder-{os.path.basename(os.path.normpath(folder))}.csv")
+    write_split_csv(path, samples, class_names)
+    return path
+
+
 def inspect_image(path):
-    """Return (sha256 of the file's bytes, None) or (None, reason) when it cannot be decoded."""
+    """Return (sha256 of the file's bytes, perceptual hash, None) or (None, None, reason) when it
+    cannot be decoded; the picture is hashed as every script sees it (``to_rgb``)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
-        return hashlib.sha256(data).hexdigest(), None
+            picture = to_rgb(image)
+        return hashlib.sha256(data).hexdigest(), perceptual_hash(picture), None
     except Exception as error:  # PIL raises many kinds for a bad file; each one means "unreadable"
-        return None, f"{type(error).__name__}: {error}"
+        return None, None, f"{type(error).__name__}: {error}"
 
 
 def inspect_all(root, samples, workers=8):
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda s: inspect_image(os.path.join(root, s[0])), samples))
+
+
+def copy_groups(samples, digests, hashes):
+    """Lists of samples kept together: byte-identical files and near-copies (``NEAR_DISTANCE``),
+    joined transitively; most lists hold one sample."""
+    first_of = {}
+    links = [(first_of.setdefault(digest, i), i) for i, digest in enumerate(digests)]
+    links += [(a, b) for a, b, _ in near_pairs(hashes)]
+    return [[samples[i] for i in group] for group in connected_groups(len(samples), links)]
 
 
 def resolve_size(size, total, what):
@@ -88,16 +150,16 @@ def class_quotas(class_counts, count):
     return quotas
 
 
-def assign_splits(samples, digests, num_classes, val_size, test_size, seed):
-    """Stratified assignment of every readable sample to a split, duplicates kept together.
+def assign_splits(samples, groups, num_classes, val_size, test_size, seed):
+    """Stratified assignment of every readable sample to a split, each group kept together.
 
-    Copies with the same content form one group, filed under the class of its first path; groups
+    ``groups`` (see ``copy_groups``) are filed under the class of their first path; groups
     are shuffled per class with the seed and fill the test, then the validation quota. Quotas are
     per class of each image, so a copy filed under another class counts against that class's quota.
     Returns {split: [sample, ...]}.
     """
     per_class = defaultdict(list)
-    for members in group_by_content(samples, digests):
+    for members in groups:
         per_class[members[0][1]].append(members)
     class_counts = [sum(1 for _, label in samples if label == c) for c in range(num_classes)]
     total = sum(class_counts)
@@ -158,6 +220,32 @@ def check_split_sizes(splits, class_names, val_size, test_size, log):
             "--val_size and --test_size.")
 
 
+def readable_images(root, samples, log):
+    """(samples, sha256s, perceptual hashes, unreadable paths): the images that decode, the others named."""
+    results = inspect_all(root, samples)
+    for (rel, _), (_, _, why) in zip(samples, results):
+        if why:
+            log(f"warning: leaving out {rel}: it cannot be decoded ({why})")
+    kept = [(sample, digest, phash) for sample, (digest, phash, _) in zip(samples, results) if digest]
+    unreadable = [rel for (rel, _), (digest, _, _) in zip(samples, results) if not digest]
+    return [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept], unreadable
+
+
+def report_copies(groups, digest_of, class_names, log):
+    """Name each group of copies; returns (duplicates, near-copies) as lists of path lists: a group
+    is of near-copies when its files are not all byte-identical."""
+    duplicates, near = [], []
+    for members in sorted(g for g in groups if len(g) > 1):
+        classes = {class_names[label] for _, label in members}
+        where = "filed under two classes" if len(classes) > 1 else "within one class"
+        paths = [rel for rel, _ in members]
+        identical = len({digest_of[rel] for rel in paths}) == 1
+        (duplicates if identical else near).append(paths)
+        log(f"{'duplicate content' if identical else 'near-copies'} ({where}): "
+            f"{(' = ' if identical else ' ~ ').join(paths)}")
+    return duplicates, near
+
+
 def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print,
                 corrections=""):
     """Scan, check, split and write the three CSVs plus split_info.json as one set. Returns the info dict."""
@@ -166,38 +254,23 @@ def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_T
     samples, corrected = correct(samples, class_names, corrections, log)
     check_place(root, splits_dir)
     log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
-    results = inspect_all(root, samples)
-    unreadable = [(s[0], why) for s, (_, why) in zip(samples, results) if why]
-    for rel, why in unreadable:
-        log(f"warning: leaving out {rel}: it cannot be decoded ({why})")
-    readable = [(s, d) for s, (d, _) in zip(samples, results) if d]
-    samples, digests = [s for s, _ in readable], [d for _, d in readable]
-    duplicates = sorted(g for g in group_by_content(samples, digests) if len(g) > 1)
-    for members in duplicates:
-        classes = {class_names[label] for _, label in members}
-        kind = "filed under two classes" if len(classes) > 1 else "within one class"
-        log(f"duplicate content ({kind}): {' = '.join(rel for rel, _ in members)}")
-    splits = assign_splits(samples, digests, len(class_names), val_size, test_size, seed)
-    check_split_sizes(splits, class_names, val_size, test_size, log)
+    samples, digests, hashes, unreadable = readable_images(root, samples, log)
+    groups = copy_groups(samples, digests, hashes)
     digest_of = {rel: d for (rel, _), d in zip(samples, digests)}
+    duplicates, near = report_copies(groups, digest_of, class_names, log)
+    splits = assign_splits(samples, groups, len(class_names), val_size, test_size, seed)
+    check_split_sizes(splits, class_names, val_size, test_size, log)
     check_disjoint({k: [rel for rel, _ in v] for k, v in splits.items()}, digest_of)
     info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
             "counts": {name: len(rows) for name, rows in splits.items()},
-            "duplicates": [[rel for rel, _ in g] for g in duplicates],
-            "unreadable": [rel for rel, _ in unreadable], **corrected}
+            "duplicates": duplicates, "near_copies": near, "near_distance": NEAR_DISTANCE,
+            "unreadable": unreadable, "sha256": dict(sorted(digest_of.items())), **corrected}
     write_split(splits_dir, splits, class_names, info)
     log(split_summary(splits, class_names))
-    log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) kept in "
-        f"one split each, {len(unreadable)} unreadable image(s) left out. CSVs written to {splits_dir}/")
+    log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) and "
+        f"{len(near)} group(s) of near-copies kept in one split each, {len(unreadable)} unreadable image(s) "
+        f"left out. CSVs written to {splits_dir}/")
     return info
-
-
-def group_by_content(samples, digests):
-    """Lists of samples whose files are byte-identical (most lists hold one sample)."""
-    groups = defaultdict(list)
-    for sample, digest in zip(samples, digests):
-        groups[digest].append(sample)
-    return list(groups.values())
 
 
 def split_summary(splits, class_names):

@@ -21,17 +21,18 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from scenes import cli
-from scenes.checkpoints import RunLock, load_checkpoint, save_checkpoint
+from scenes.checkpoints import FORMAT, RunLock, content_ids, load_checkpoint, save_checkpoint, verifiable
 from scenes.evaluation import evaluate, gather_split, recalibrate_batch_norms
 from scenes.figures import save_curves
-from scenes.files import ensure_folder, write_json, write_text
+from scenes.files import ensure_folder, work_folder, write_json, write_text
 from scenes.loaders import build_loader, source_of
 from scenes.metrics import classification_metrics
-from scenes.models import build_model, load_weights
+from scenes.models import build_model, check_arch, imagenet_weights, load_weights
+from scenes.outputs import check_output_folder, check_run_name, is_run_folder
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
-from scenes.runtime import Runtime, prepare_model, runtime
+from scenes.runtime import Runtime, prepare_for_steps, runtime
 from scenes.speedups import keep_freed_memory
-from scenes.splits import SPLITS, check_disjoint, read_split_csv, read_split_info, rows_digest, split_csvs
+from scenes.splits import SPLITS, check_disjoint, read_split, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
 
 # The report's variants (torchvision ResNet-18): its optimizers and learning rates, 10 epochs at 80x80
@@ -51,9 +52,6 @@ REPORT_PRESETS = ["sgd_lr0.01", "sgd_lr0.001", "adam_lr0.001", "pretrained"]
 OPERATIONAL = {"data_root", "splits_dir", "train_csv", "validation_csv", "test_csv", "split_sha256",
                "checkpoints_dir", "epochs", "time_budget_min", "eval_batch_size", "loader", "cache_dir",
                "num_workers", "device", "precision", "compile", "restart", "weights_file"}
-# Settings added after runs were saved without them, with the value that describes those runs.
-BEFORE_THEY_EXISTED = {"ema_epochs": 0.0, "mix_prob": 0.0, "zero_init_residual": False, "eval_image_size": 0,
-                       "progressive_min_size": 0, "mix_until": 1.0, "precise_bn_images": 0}
 METRIC_NAMES = ("loss", "accuracy", "mean_class_accuracy", "map")
 SHORT_BUDGET_MIN = 20  # budgets under this many minutes train the default on smaller images throughout
 SHORT_BUDGET = dict(image_size=112, eval_image_size=144, progressive_min_size=0)
@@ -69,9 +67,10 @@ def resolve_config(config, overrides):
     if name not in PRESETS:
         raise cli.UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or all.")
     config = {**config, **PRESETS[name], **overrides, "preset": name}
-    if name == "default" and 0 < config["time_budget_min"] < SHORT_BUDGET_MIN:
+    if short_budget(config):
         config.update({k: v for k, v in SHORT_BUDGET.items() if k not in overrides})
-    config["run"] = config["run"] or name
+    config["run"] = check_run_name(config["run"] or name)
+    check_arch(config["arch"])
     info = read_split_info(config["splits_dir"])
     config["data_root"] = config["data_root"] or info["data_root"]
     config["class_names"] = info["class_names"]
@@ -79,6 +78,11 @@ def resolve_config(config, overrides):
     config.update(split_csvs(config["splits_dir"]))
     config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
     return config
+
+
+def short_budget(config):
+    """Whether the run is the default recipe under a budget short enough for the smaller sizes."""
+    return config["preset"] == "default" and 0 < config["time_budget_min"] < SHORT_BUDGET_MIN
 
 
 def make_optimizer(model, config):
@@ -163,6 +167,7 @@ class Run:
     best_metric: float = -1.0
     best_loss: float = math.inf  # breaks ties of the validation mAP (an easy set reaches 1.0 early)
     best_epoch: int = 0
+    trained_on: torch.Tensor = None  # content ids of the training and validation images
 
     @property
     def last_path(self):
@@ -177,11 +182,12 @@ def build_run(config, rt, run_dir, started):
                         config["zero_init_residual"])
     loaders = {split: split_loader(config, split, rt, log) for split in SPLITS}
     calibration = split_loader(config, "train", rt, log, clean=True) if config["precise_bn_images"] > 0 else None
-    model = prepare_model(model, rt)
+    model = prepare_for_steps(model, rt)
     if rt.device.type == "cpu":
         keep_freed_memory()
     optimizer = make_optimizer(model, config)
-    plan = EpochPlan(config, config["epochs"], len(loaders["train"]), started)
+    eval_images = len(loaders["validation"].indices) + len(loaders["test"].indices)
+    plan = EpochPlan(config, len(loaders["train"]), started, eval_images, log)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
     eval_model = copy.deepcopy(model) if config["ema_epochs"] > 0 else model
     after_step = (ema_updater(eval_model, model, ema_decay(config, plan.steps_per_epoch))
@@ -194,43 +200,34 @@ def build_run(config, rt, run_dir, started):
 # ---------------------------------------------------------------------------------------------
 # Resume or start
 
-def saved_run(config, run_dir, log):
+def saved_run(config, run_dir):
     """The run's last.pth, checked to fit this config (the same split, the same settings), or None
     for a fresh run; read once, before the loaders cache the images of the split given now."""
     path = os.path.join(run_dir, "last.pth")
     if not os.path.exists(path) or config["restart"]:
         return None
     checkpoint = load_checkpoint(path)
-    check_same_split(checkpoint["config"], config, path, log)
+    check_same_split(checkpoint, config, path)
     check_resumable(checkpoint["config"], config, path)
     return checkpoint
 
 
-def check_same_split(saved, config, path, log):
-    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ)."""
-    before = saved.get("split_sha256")
-    if before is None:  # saved before runs recorded their split
-        log(f"warning: {path} does not record its split's content; resuming on {config['splits_dir']} unchecked.")
-        return
+def check_same_split(checkpoint, config, path):
+    """Refuse to resume on other images than the run trained on (the CSVs' paths may differ), and a
+    checkpoint that does not record its images' content."""
+    if not verifiable(checkpoint):
+        raise cli.UserError(f"{path} was saved by an older version that did not record its images' content, so "
+                            "its split cannot be checked and it is not resumed; pass --restart=true to train "
+                            "the run again.")
+    before = checkpoint["config"]["split_sha256"]
     changed = [split for split in SPLITS if before.get(split) != config["split_sha256"][split]]
     if changed:
         raise cli.UserError(f"{path} was trained on another split: {' and '.join(changed)} in {config['splits_dir']} "
-                            "now list other images (was the split made again?); resume with the split it was "
-                            "trained on, or pass --restart=true to train on this one from the start.")
-
-
-def best_of(checkpoint):
-    """The best epoch's validation mAP, loss and number; a checkpoint saved before ties were broken
-    kept the mAP only, so its loss and epoch are those of the first epoch that reached it."""
-    best_metric, history = checkpoint["best_metric"], checkpoint["history"]
-    if "best_loss" in checkpoint:
-        return best_metric, checkpoint["best_loss"], checkpoint["best_epoch"]
-    first = next((row for row in history if row["val_map"] == best_metric), None)
-    return (best_metric, first["val_loss"], first["epoch"]) if first else (best_metric, math.inf, 0)
+                            "now list other images or other pictures (was the split made again?); resume with "
+                            "the split it was trained on, or pass --restart=true to train on this one from the start.")
 
 
 def check_resumable(saved, config, path):
-    saved = {**BEFORE_THEY_EXISTED, **saved}
     changed = sorted(k for k in set(saved) | set(config) if k not in OPERATIONAL and saved.get(k) != config.get(k))
     if changed:
         shown = ", ".join(f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in changed[:4])
@@ -248,8 +245,9 @@ def resume(run, checkpoint):
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scheduler.load_state_dict(checkpoint["scheduler"])
     run.history = checkpoint["history"]
-    run.best_metric, run.best_loss, run.best_epoch = best_of(checkpoint)
-    run.plan.epochs = checkpoint["planned_epochs"] if config["time_budget_min"] > 0 else config["epochs"]
+    run.best_metric, run.best_loss, run.best_epoch = (checkpoint[key] for key in ("best_metric", "best_loss",
+                                                                                   "best_epoch"))
+    run.plan.load_state_dict(checkpoint["plan"])
     run.plan.spent_before = sum(row["seconds"] for row in run.history)
 
 
@@ -284,19 +282,30 @@ def wrap_for_training(run):
 def describe(run):
     """The run's one-line description at its start."""
     config, rt = run.config, run.rt
-    first = crop_size(1, config, 1)
-    sizes = f"{first}-{config['image_size']}" if first < config["image_size"] else first
-    length = (f"as many epochs as fit in {config['time_budget_min']:g} minutes" if config["time_budget_min"] > 0
-              else f"{run.plan.epochs} epochs")
-    mix_note = ""
-    if config["mix_prob"] > 0:
-        until = f" to {config['mix_until']:.0%} of the epochs" if config["mix_until"] < 1 else ""
-        mix_note = (f"; MixUp/CutMix on {config['mix_prob']:g} of the batches from epoch 2{until} if "
-                    f"{MIX_MIN_EPOCHS}+ epochs are planned")
+    budget = config["time_budget_min"]
+    length = (f"as many epochs as fit in {budget:g} min, planned after its first steps{short_budget_note(config)}"
+              if budget > 0 else f"{run.plan.epochs} epochs of {run.plan.what_it_trains()}")
     images = len(run.loaders["train"].indices) * rt.world
     processes = f"{rt.world} process{'es' if rt.world > 1 else ''}"
     run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "
-            f"{images} training images per epoch at {sizes}px, {length}{mix_note}")
+            f"{images} training images per epoch at {crop_sizes(config)} px, evaluated at {eval_size(config)} px; "
+            f"{length}")
+
+
+def short_budget_note(config):
+    """What the short-budget rule set in this run, in words ("" when nothing)."""
+    words = {"image_size": "{} px crops", "eval_image_size": "evaluation at {} px",
+             "progressive_min_size": "no progressive resizing"}
+    chosen = [words[k].format(v) for k, v in SHORT_BUDGET.items() if config[k] == v]
+    if not (short_budget(config) and chosen):
+        return ""
+    return (f" (under {SHORT_BUDGET_MIN} min the short-budget sizes: {', '.join(chosen)}; from {SHORT_BUDGET_MIN} "
+            "min the recipe's own)")
+
+
+def crop_sizes(config):
+    first = crop_size(1, config, 1)
+    return f"{first}-{config['image_size']}" if first < config["image_size"] else str(first)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,11 +332,13 @@ def train_one_epoch(run, epoch):
         run.optimizer.step()
         run.scheduler.step()
         run.after_step()
-        logits.append(output.detach().float().cpu())
-        targets.append(batch_targets.cpu())
-        if step % 20 == 0:  # .item() syncs, so only now and then
+        run.plan.after_step(run.scheduler.last_epoch, rt)  # a time budget's first plan
+        logits.append(output.detach().float())  # kept on the device: moved once, after the epoch
+        targets.append(batch_targets)
+        if not bar.disable and step % 20 == 0:  # .item() waits for the device, so only for the bar
+            bar.set_description(f"epoch {epoch}/{run.plan.epochs}")
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.3g}")
-    return torch.cat(logits), torch.cat(targets)
+    return torch.cat(logits).cpu(), torch.cat(targets).cpu()
 
 
 def prepare_evaluation(run, epoch):
@@ -412,8 +423,9 @@ def save_epoch(run, epoch, improved):
     trained = {"train_model": run.model.state_dict()} if run.eval_model is not run.model else {}
     state = {"model": run.eval_model.state_dict(), **trained, "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "epoch": epoch, "planned_epochs": run.plan.epochs,
+             "plan": run.plan.state_dict(),
              "best_metric": run.best_metric, "best_loss": run.best_loss, "best_epoch": run.best_epoch,
-             "history": run.history, "config": run.config,
+             "history": run.history, "config": run.config, "format": FORMAT, "trained_on": run.trained_on,
              "runtime": {"device": str(run.rt.device), "precision": "bf16" if run.rt.bf16 else "fp32",
                          "processes": run.rt.world}}
     if improved:
@@ -423,27 +435,57 @@ def save_epoch(run, epoch, improved):
     save_checkpoint(state, run.last_path)
 
 
-def check_splits(config):
-    """Fail before training if a CSV is broken or the splits share a file; the digest of each
-    split's rows goes into the config, so a resume can tell the same split from another."""
-    rows = {split: read_split_csv(config[f"{split}_csv"], config["data_root"], config["class_names"])
-            for split in SPLITS}
-    check_disjoint({split: [rel for rel, _ in split_rows] for split, split_rows in rows.items()})
-    config["split_sha256"] = {split: rows_digest(split_rows) for split, split_rows in rows.items()}
+def check_splits(config, world):
+    """Fail before training if a CSV is broken, an image is not the one the split was made from, the
+    splits share a file, or the training split is too small for a batch; the split's digests go into
+    the config, so a resume and every reader can tell the same split from another. Returns the
+    ``content_ids`` of the training and validation images, which the checkpoints keep."""
+    split = read_split(config["splits_dir"], config["data_root"], config["class_names"])
+    contents = split.info["sha256"]
+    check_disjoint({name: [rel for rel, _ in rows] for name, rows in split.rows.items()}, contents)
+    train_count = len(split.rows["train"])
+    if train_count // world < 2:  # a batch of one image is dropped (see shard_indices)
+        raise cli.UserError(f"{config['train_csv']} lists {train_count} image(s), too few to train on: each of the "
+                            f"{world} process(es) needs two or more; make the split with more training images.")
+    config["split_sha256"] = split.digests
+    return content_ids(contents[rel] for name in ("train", "validation") for rel, _ in split.rows[name])
+
+
+def check_batch_size(config, world):
+    if config["batch_size"] // world < 2:
+        raise cli.UserError(f"--batch_size={config['batch_size']} gives each of the {world} process(es) batches of "
+                            "fewer than two images, on which BatchNorm cannot train; give --batch_size="
+                            f"{2 * world} or more.")
+
+
+def check_places(config):
+    """The run's folders are never a run itself nor in the data root (where a folder is a class)."""
+    if is_run_folder(config["checkpoints_dir"]):
+        raise cli.UserError(f"--checkpoints_dir={config['checkpoints_dir']} is a run folder itself; name the folder "
+                            "that holds the runs (each run is a folder in it).")
+    check_output_folder(config["checkpoints_dir"], "checkpoints_dir", config["data_root"])
+    if config["loader"] == "cached":
+        ensure_folder(config["cache_dir"], "cache_dir")
 
 
 def train(config):
     """Train (or resume) one run as the config says; returns its final history row."""
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
-    check_splits(config)
-    if config["loader"] == "cached":
-        ensure_folder(config["cache_dir"], "cache_dir")
+    check_batch_size(config, rt.world)
+    trained_on = check_splits(config, rt.world)
+    check_places(config)
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
-    ensure_folder(run_dir, "run", f"the run folder {run_dir}")
-    saved = saved_run(config, run_dir, print if rt.is_main else (lambda *a: None))
+    with work_folder(run_dir, "run", f"the run folder {run_dir}"):  # a refusal in it leaves no empty folder
+        return train_in(run_dir, config, rt, started, trained_on)
+
+
+def train_in(run_dir, config, rt, started, trained_on):
+    """Train (or resume) the run in ``run_dir``, holding its lock."""
+    saved = saved_run(config, run_dir)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
+        run.trained_on = trained_on
         if not resume_or_start(run, saved):
             return run.history[-1]
         del saved  # its tensors are in the model and optimizer now; not kept twice while training
@@ -468,11 +510,14 @@ def train(config):
 def train_presets(config, overrides):
     """Train the preset the config names, or with ``preset=all`` the report's four one after another."""
     names = REPORT_PRESETS if config["preset"] == "all" else [config["preset"]]
-    rows = []
-    for name in names:
-        if len(names) > 1:
-            overrides = {**overrides, "preset": name, "run": ""}
-        rows.append(train(resolve_config(config, overrides)))
+    if len(names) > 1:
+        configs = [resolve_config(config, {**overrides, "preset": name, "run": ""}) for name in names]
+    else:
+        configs = [resolve_config(config, overrides)]
+    for run_config in configs:  # every preset checked before the first trains
+        if run_config["pretrained"]:
+            imagenet_weights(run_config["arch"], run_config["weights_file"])  # there, or a sentence that says how
+    rows = [train(run_config) for run_config in configs]
     if dist.is_initialized():
         dist.destroy_process_group()
     return rows

@@ -133,31 +133,28 @@ def test_a_wrong_corrections_file_is_refused_in_one_sentence(audited, tmp_path, 
 
 def test_the_audit_refuses_what_it_cannot_audit(audited, tmp_path, capsys):
     out, cache = tmp_path / "out", f"--cache_dir={audited.base / 'cache'}"
-    remade = tmp_path / "remade"
+    remade, changed = tmp_path / "remade", tmp_path / "changed"
+    shutil.copytree(audited.root, changed)  # other pictures under the same names
+    shutil.copy(changed / "forest" / "003.jpg", changed / "sea" / "003.jpg")
+    one_class = tmp_path / "one_class"  # a split of one class, as only a hand-edited split_info.json can be
+    shutil.copytree(audited.base / "splits", one_class)
+    info = json.loads((one_class / "split_info.json").read_text())
+    (one_class / "split_info.json").write_text(json.dumps({**info, "class_names": ["sea"]}))
     make_splits(audited.root, str(remade), val_size=0.25, test_size=0.25, seed=1, log=lambda *a: None)
     cases = [
         (audit_args(tmp_path / "nothing", out), ["does not exist"]),
         (audit_args(audited.run, out, f"--splits_dir={tmp_path / 'gone'}"), ["the split of run r is not in", "missing"]),
-        (audit_args(audited.run, out, f"--splits_dir={remade}"), ["run r was trained on another split"]),
+        (audit_args(audited.run, out, f"--splits_dir={remade}"), ["run r is not audited: it was trained on another split"]),
         (audit_args(audited.run, out, "--folds=50", cache), ["--folds=50 needs 50 training images per class"]),
-        (audit_args(audited.run, os.path.join(audited.root, "audit")), ["inside the data root"]),
+        (audit_args(audited.run, os.path.join(audited.root, "audit")), ["lies in the data root"]),
+        (audit_args(audited.run, out, f"--data_root={changed}"), ["are not the ones", "sea/003.jpg"]),
+        (audit_args(audited.run, out, f"--splits_dir={one_class}"), ["has 1 class (sea); a classifier needs two"]),
         (audit_args(audited.run, out, "--folds=1"), ["--folds=1 is outside its range [>= 2]"]),
         ([], ["name one run folder or checkpoint"]),
     ]
     for argv, words in cases:
         assert_user_error(*run_cli(audit.main, argv, capsys), *words)
     assert not out.exists()
-
-
-def test_a_run_of_one_class_is_refused(tmp_path, capsys):
-    root = tmp_path / "images"
-    colour_image_set(str(root), per_class=8)
-    for name in CLASSES[1:]:
-        shutil.rmtree(root / name)
-    make_splits(str(root), str(tmp_path / "splits"), val_size=0.25, test_size=0.25, log=lambda *a: None)
-    train.main(train_args(str(tmp_path / "splits"), tmp_path, "--run=one", "--batch_size=4"))
-    argv = audit_args(tmp_path / "checkpoints" / "one", tmp_path / "out")
-    assert_user_error(*run_cli(audit.main, argv, capsys), "has one class; an audit of labels needs two")
 
 
 def test_k_trainings_score_each_training_image_with_a_model_that_did_not_see_it(audited, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import pytest
+import torch
 
 import bench
 from scenes import cli
@@ -30,9 +31,12 @@ def test_bench_times_both_paths_and_leaves_nothing_behind(image_root, tmp_path, 
     plain, default = size["plain"], size["default"]
     assert saved["train_speedup"] == pytest.approx(default["train"]["images_per_s"] / plain["train"]["images_per_s"])
     assert saved["eval_speedup"] == pytest.approx(default["eval"]["images_per_s"] / plain["eval"]["images_per_s"])
-    peak_bf16 = saved["machine"]["matmul_peak_tflops"]["bf16"] * 1e12
-    expected_mfu = default["train"]["images_per_s"] * size["flops_per_image"]["train"] / peak_bf16
-    assert saved["train_mfu_bf16"] == pytest.approx(expected_mfu)
+    precision = saved["train_mfu_precision"]  # the default path's, against the peak measured in it
+    assert precision == ("bf16" if saved["machine"]["default_bf16"] else "fp32") == default["train"]["precision"]
+    peak = saved["machine"]["matmul_peak_tflops"][precision] * 1e12
+    expected_mfu = default["train"]["images_per_s"] * size["flops_per_image"]["train"] / peak
+    assert saved["train_mfu"] == pytest.approx(expected_mfu)
+    assert plain["train"]["precision"] == "fp32"
     # 72 images: the training CSV holds 9 whole batches of 8 (3 steps needed), evaluation one batch of 72
     assert saved["data"] == {**saved["data"], "train_images": 24, "eval_images": 72, "demo": False}
     for path in (plain, default):
@@ -52,10 +56,17 @@ def test_bench_times_both_paths_and_leaves_nothing_behind(image_root, tmp_path, 
     assert again["sizes"]["32"]["default"]["cache_build_train_s"] == 0.0  # the cache was reused
 
 
-def test_bench_without_data_generates_a_demo_set(monkeypatch, tmp_path):
+def test_bench_without_data_generates_a_demo_set_and_measures_only_the_peaks_used(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(bench, "REAL_DATA", str(tmp_path / "absent"))
-    results = bench.main(["--max_images=24", "--num_workers=0", "--sizes=32,24", *TINY[1:]])
+    measured = []
+    machine_peak = bench.machine_peak
+    monkeypatch.setattr(bench, "machine_peak", lambda device, dtype, n: measured.append(dtype) or
+                        machine_peak(device, dtype, n))
+    results = bench.main(["--max_images=24", "--num_workers=0", "--sizes=32,24", "--precision=fp32", *TINY[1:]])
+    assert measured == [torch.float32] and set(results["machine"]["matmul_peak_tflops"]) == {"fp32"}
+    assert {results["sizes"]["32"][path][phase]["precision"] for path in ("plain", "default")
+            for phase in ("train", "eval")} == {"fp32"}
     assert results["data"]["demo"] and not os.path.exists(results["data"]["root"])
     assert results["headline_size"] == 32 and set(results["sizes"]) == {"32", "24"}
     assert os.listdir(tmp_path) == []

@@ -230,11 +230,43 @@ def test_train_py_with_a_missing_image_exits_with_one_sentence(image_root, tmp_p
     assert not (tmp_path / "checkpoints" / "r" / "last.pth").exists()
 
 
-def test_a_truncated_cache_is_one_clear_error(odd_images, tmp_path):
+def batches_of(loader):
+    return torch.cat([images for images, _ in loader])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bytes in the middle", "header", "checksums"])
+def test_a_damaged_cache_is_built_again_never_used(odd_images, tmp_path, damage):
     root, csv_file, _ = odd_images
     config = loader_config(root, csv_file, tmp_path / "cache")
-    training.split_loader(config, "validation", CPU, log=lambda *a: None)
+    expected = batches_of(training.split_loader(config, "validation", CPU, log=lambda *a: None))
     (cache_file,) = (tmp_path / "cache").iterdir()
-    os.truncate(cache_file, cache_file.stat().st_size - 1)  # the last row is one byte short
-    with pytest.raises(UserError, match="is not as long as its header says; delete it"):
-        training.split_loader(config, "validation", CPU, log=lambda *a: None)
+    size = cache_file.stat().st_size
+    with open(cache_file, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size - 1)
+        else:
+            f.seek({"bytes in the middle": size // 2, "header": 0, "checksums": size - 4}[damage])
+            f.write(np.random.default_rng(1).integers(0, 256, 64 if damage != "checksums" else 4,
+                                                      dtype=np.uint8).tobytes())
+    messages = []
+    loader = training.split_loader(config, "validation", CPU, log=messages.append)
+    assert any("is damaged" in m and "built again" in m for m in messages), messages
+    assert torch.equal(batches_of(loader), expected)
+    assert cache_file.stat().st_size == size
+
+
+def test_an_image_replaced_by_another_of_the_same_size_and_time_is_never_served_stale(odd_images, tmp_path):
+    root, csv_file, _ = odd_images
+    config = loader_config(root, csv_file, tmp_path / "cache")
+    before = batches_of(training.split_loader(config, "validation", CPU, log=lambda *a: None))
+    path = os.path.join(root, "rgb", "square.jpg")
+    stat = os.stat(path)
+    Image.fromarray(np.full((150, 150, 3), 7, np.uint8)).save(path, "JPEG")
+    with open(path, "r+b") as f:  # the same size and modification time as the picture it replaced
+        f.truncate(stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size and os.stat(path).st_mtime_ns == stat.st_mtime_ns
+    after = batches_of(training.split_loader(config, "validation", CPU, log=lambda *a: None))
+    plain = batches_of(training.split_loader({**config, "loader": "plain"}, "validation", CPU))
+    assert not torch.equal(after, before) and torch.equal(after, plain)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the outdated cache was replaced

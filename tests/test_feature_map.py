@@ -17,7 +17,7 @@ from scenes.cli import UserError
 from conftest import CPU, train_args
 from scenes.splitting import make_splits
 from scenes.demo import make_demo_dataset
-from scenes.runtime import prepare_model
+from scenes.runtime import prepare_for_steps, prepare_model
 from scenes.features import NonPositiveStats, capture_outputs, check_module_names, stats_table
 
 
@@ -87,25 +87,27 @@ def test_hooks_are_removed_after_the_block_and_after_an_exception():
     assert all_forward_hooks(model) == []
 
 
-def test_prepared_models_keep_torchvision_module_names_for_hooks():
-    """Training and evaluation run the stem's ReLU after its max-pool; every module keeps its name,
-    and a hook on it sees what the model as trained computes there."""
+def test_feature_maps_see_torchvision_model_as_it_is_and_the_steps_compute_the_same():
+    """Feature maps (and Grad-CAM, export) get torchvision's model unchanged; the training and
+    evaluation steps run the stem's ReLU after its max-pool, with the same names and logits."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=6).eval()
-    prepared = prepare_model(copy.deepcopy(model), CPU)
-    assert [name for name, _ in prepared.named_modules()] == [name for name, _ in model.named_modules()]
-    names = ["relu", "maxpool", "layer1.0.conv1", "layer4.1.conv2"]
+    plain, fast = prepare_model(copy.deepcopy(model), CPU), prepare_for_steps(copy.deepcopy(model), CPU)
+    assert type(plain) is torchvision.models.ResNet and type(fast) is not torchvision.models.ResNet
+    assert [name for name, _ in fast.named_modules()] == [name for name, _ in model.named_modules()]
+    names = ["relu", "maxpool", "layer1.0.conv1", "layer4.1.conv2", "fc"]
     images = torch.randn(2, 3, 32, 32)
     captured = []
-    for candidate in (model, prepared):
+    for candidate in (model, plain, fast):
         with capture_outputs(candidate, names) as outputs, torch.inference_mode():
             candidate(images)
         captured.append({name: calls[0].clone() for name, calls in outputs.items()})
-    built, moved = captured
+    built, seen, moved = captured
+    for name in names:
+        torch.testing.assert_close(seen[name], built[name])  # every module as torchvision computes it
     for name in names[2:]:
         torch.testing.assert_close(moved[name], built[name])
     torch.testing.assert_close(moved["relu"], built["maxpool"])  # relu(maxpool(x)) == maxpool(relu(x))
-    assert built["maxpool"].min() == 0 and moved["maxpool"].min() < 0
 
 
 def test_basic_block_relu_counts_both_calls():

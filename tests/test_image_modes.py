@@ -176,7 +176,10 @@ def test_the_split_and_the_loaders_see_a_16_bit_png_as_its_8_bit_twin(tmp_path, 
     Image.fromarray(u8(V)).save(root / "flat" / "8.png")
     Image.fromarray(u8(COLOUR)).save(root / "flat" / "colour.png")  # the loaders' other images
     splits_dir = tmp_path / "splits"
-    Image.fromarray(u8(COLOUR[::-1])).save(root / "deep" / "colour.png")  # every split gets an image
+    Image.fromarray(u8(COLOUR[::-1])).save(root / "deep" / "colour.png")  # every split gets an image:
+    noise = np.random.default_rng(0).integers(0, 256, (2, *COLOUR.shape), dtype=np.uint8)
+    for folder, picture in zip(("deep", "flat"), noise):  # the twins are near-copies, kept together
+        Image.fromarray(picture).save(root / folder / "noise.png")
     make_splits(str(root), str(splits_dir), val_size=1, test_size=1, seed=0, log=lambda *a: None)
     config = {"image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3, "data_root": str(root),
               "class_names": ["deep", "flat"], "loader": loader, "cache_dir": str(tmp_path / "cache")}

@@ -7,15 +7,16 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import main as main_script
 import train
 from conftest import train_args
 from scenes.splitting import make_splits
 from scenes import pipeline, training
-from scenes.checkpoints import load_checkpoint
-from scenes.demo import make_demo_dataset
-from scenes.splits import read_split_csv, rows_digest, split_csv
+from scenes.checkpoints import content_ids, load_checkpoint
+from scenes.demo import CLASSES, make_demo_dataset
+from scenes.splits import read_split, read_split_csv, read_split_info, split_csv, split_digest
 from test_robustness import assert_user_error, run_cli, trained  # noqa: F401 (a fixture: a one-epoch run)
 
 
@@ -59,15 +60,22 @@ def test_the_same_split_by_another_path_resumes(trained, tmp_path, monkeypatch, 
     assert len(load_checkpoint(str(run_dir / "last.pth"))["history"]) == 2
 
 
-def test_the_digest_follows_the_rows_not_the_folder(trained, tmp_path):
+def test_the_digest_follows_rows_and_content_not_the_folder(trained, tmp_path):
     rows = read_split_csv(split_csv(trained.splits_dir, "train"), trained.root)
+    contents = read_split_info(trained.splits_dir)["sha256"]
     copied = shutil.copytree(trained.splits_dir, tmp_path / "copy")
-    assert rows_digest(read_split_csv(split_csv(str(copied), "train"), trained.root)) == rows_digest(rows)
+    same = read_split(str(copied), trained.root, CLASSES).digests["train"]
+    assert same == split_digest(rows, contents)
     relabelled = [(rows[0][0], (rows[0][1] + 1) % 6)] + rows[1:]
-    assert rows_digest(relabelled) != rows_digest(rows)
-    assert rows_digest(rows[1:]) != rows_digest(rows)
-    saved = load_checkpoint(str(trained.run_dir / "last.pth"))["config"]["split_sha256"]
-    assert saved["train"] == rows_digest(rows) and set(saved) == {"train", "validation", "test"}
+    assert split_digest(relabelled, contents) != split_digest(rows, contents)
+    assert split_digest(rows[1:], contents) != split_digest(rows, contents)
+    repainted = {**contents, rows[0][0]: "0" * 64}  # another picture under the same name
+    assert split_digest(rows, repainted) != split_digest(rows, contents)
+    checkpoint = load_checkpoint(str(trained.run_dir / "last.pth"))
+    assert checkpoint["config"]["split_sha256"]["train"] == same and checkpoint["format"] == 2
+    train_and_val = read_split(str(copied), trained.root, CLASSES).rows
+    ids = content_ids(contents[rel] for name in ("train", "validation") for rel, _ in train_and_val[name])
+    assert torch.equal(checkpoint["trained_on"], ids)
 
 
 @pytest.mark.parametrize("val_map, val_loss, better", [
@@ -79,13 +87,6 @@ def test_the_digest_follows_the_rows_not_the_folder(trained, tmp_path):
 def test_best_is_the_higher_map_then_the_lower_loss(val_map, val_loss, better):
     best_so_far = SimpleNamespace(best_metric=0.9, best_loss=0.3)
     assert training.better({"val_map": val_map, "val_loss": val_loss}, best_so_far) is better
-
-
-def test_a_checkpoint_saved_before_ties_were_broken_takes_the_loss_of_its_first_best_epoch():
-    history = [{"epoch": 1, "val_map": 0.8, "val_loss": 0.9}, {"epoch": 2, "val_map": 1.0, "val_loss": 0.5},
-               {"epoch": 3, "val_map": 1.0, "val_loss": 0.4}]
-    assert training.best_of({"best_metric": 1.0, "history": history}) == (1.0, 0.5, 2)
-    assert training.best_of({"best_metric": 1.0, "best_loss": 0.4, "best_epoch": 3, "history": history}) == (1.0, 0.4, 3)
 
 
 def test_main_py_passes_restart_to_its_train_step(tmp_path, monkeypatch):

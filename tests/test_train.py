@@ -183,21 +183,18 @@ def test_resume_with_a_moving_average_and_mixing_gives_the_uninterrupted_result(
     assert torch.equal(model.state_dict()["fc.weight"], a["model"]["fc.weight"])
 
 
-def test_a_run_saved_before_a_setting_existed_resumes_with_that_setting_off(interrupted_run, data, tmp_path):
+def test_a_checkpoint_of_the_format_before_content_digests_is_never_resumed(interrupted_run, data, tmp_path):
     run_dir = copy_run(interrupted_run, tmp_path)
     checkpoint = torch.load(run_dir / "last.pth", weights_only=True)
-    for key in training.BEFORE_THEY_EXISTED:  # as saved before these settings existed
-        del checkpoint["config"][key]
+    del checkpoint["format"], checkpoint["trained_on"]  # as saved before runs knew their images' content
     torch.save(checkpoint, run_dir / "last.pth")
+    before = (run_dir / "last.pth").read_bytes()
     args = train_args(data[1], tmp_path, "--run=r", "--epochs=2")
-    with pytest.raises(UserError, match=r"eval_image_size=0 \(now 40\).*mix_prob=0\.0 \(now 0\.5\).*"
-                                        r"progressive_min_size=0 \(now 96\)"):
-        train.main(args)  # it evaluated at its training size, did not mix nor grow its crops; the settings now differ
-    args = [a for a in args if not a.startswith("--eval_image_size")] + ["--eval_image_size=0", "--mix_prob=0",
-                                                                          "--progressive_min_size=0",
-                                                                          "--precise_bn_images=0"]
-    train.main(args)
-    assert torch.load(run_dir / "last.pth", weights_only=True)["epoch"] == 2
+    with pytest.raises(UserError, match=r"older version .* not resumed; pass --restart=true"):
+        train.main(args)
+    assert (run_dir / "last.pth").read_bytes() == before
+    train.main(args + ["--restart=true"])
+    assert torch.load(run_dir / "last.pth", weights_only=True)["format"] == 2
 
 
 def test_the_moving_average_moves_by_one_minus_decay():
@@ -252,7 +249,8 @@ def test_precise_bn_gives_evaluation_the_statistics_of_clean_training_images_and
 
 
 def mix_share(config, epoch, epochs):
-    return plan.EpochPlan(config, epochs, 1, 0.0).mix_share(epoch)
+    config = {"time_budget_min": 0.0, "epochs": epochs, "warmup_epochs": 0.0, **config}
+    return plan.EpochPlan(config, 1, 0.0).mix_share(epoch)
 
 
 def test_batches_are_mixed_from_the_second_epoch_to_mix_until_of_long_runs_only():
@@ -436,7 +434,7 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
         data, tmp_path, monkeypatch, capsys):
     calls = []  # (seconds spent, epochs done) at each planning
     monkeypatch.setattr(plan, "planned_epochs",
-                        lambda config, spent, done, recent, rt: calls.append((spent, done)) or 3)
+                        lambda config, spent, done, recent, rt, *ramp: calls.append((spent, done)) or 3)
     original = training.train_one_epoch
     stop_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
@@ -448,8 +446,9 @@ def test_a_time_budget_is_planned_again_after_every_epoch_and_counts_the_epochs_
     save_checkpoint(checkpoint, last)
     monkeypatch.setattr(training, "train_one_epoch", original)
     train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))
-    assert [done for _, done in calls] == [1, 2, 3]
-    assert calls[0][0] < 1000 <= calls[1][0] < calls[2][0]
+    # planned after its first steps and after each epoch but the last (a finished decay is not extended)
+    assert [done for _, done in calls] == [0, 1, 2]
+    assert calls[0][0] < calls[1][0] < 1000 <= calls[2][0]
     assert len(read_metrics(tmp_path / "checkpoints" / "b")) == 3
     capsys.readouterr()
     train.main(train_args(data[1], tmp_path, "--run=b", "--time_budget_min=60"))  # finished: says how to extend it
