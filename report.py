@@ -5,7 +5,7 @@
     python report.py checkpoints --gallery=32          # more of the best run's mistakes
 
 Sections of report.md: 1 the runs (settings, epochs, minutes, device) and the data; 2 Figure 1
-(training and validation loss and accuracy, one panel per run, the same axes everywhere); 3 Figure 2
+(training and validation loss and accuracy: per run a loss panel above an accuracy panel); 3 Figure 2
 (test loss, recorded only); 4 Table 1 (per-class AP, mAP, accuracy, mean class accuracy on the test
 split, the numbers accuracy_eval.py gives); 5 a confusion matrix per run; 6 Figure 3 and Table 2
 (feature maps and non-positive shares) for the best run by validation mAP; 7 where the best run

@@ -15,17 +15,22 @@ def gather_split(local, world, total):
     """Reassemble a split's rows from every rank (rank r holds rows r, r + world, ...).
 
     Ranks hold at most one row fewer than others; the padding added to gather equal sizes is
-    dropped again, so each row is counted exactly once.
+    dropped again, so each row is counted exactly once. The rows come back on the CPU.
     """
     if world == 1:
         return local
     longest = (total + world - 1) // world
-    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype)
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=collective_device())
     padded[: local.shape[0]] = local
     parts = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     interleaved = torch.stack(parts, dim=1).reshape(longest * world, *local.shape[1:])
-    return interleaved[:total]
+    return interleaved[:total].cpu()
+
+
+def collective_device():
+    """Where the process group's tensors must be: NCCL takes this process's GPU only, gloo the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 @torch.inference_mode()

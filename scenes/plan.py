@@ -50,7 +50,8 @@ def planned_epochs(config, spent, done, recent, rt, ramp=None, slack=0.0):
     """
     numbers = torch.tensor([spent, sum(t / s ** 2 for s, t, _ in recent) / len(recent),
                             sum(e for *_, e in recent) / len(recent)], dtype=torch.float64)
-    if rt.world > 1:
+    if rt.world > 1:  # NCCL reduces tensors on the GPU only
+        numbers = numbers.to(rt.device if rt.device.type == "cuda" else "cpu")
         dist.all_reduce(numbers, op=dist.ReduceOp.MAX)
     spent, per_pixel, other_seconds = numbers.tolist()
     remaining = config["time_budget_min"] * 60 * (1 + slack) - spent
@@ -83,9 +84,17 @@ class EpochPlan:
         self.budget = config["time_budget_min"] > 0
         self.timings = []  # (crop size, training seconds, other seconds) of this process's epochs
         self.began = self.planned_at = self.first_step_done = started
-        # a budget's first plan is not known yet: until it comes, the shortest plan (one epoch)
+        # a budget's first plan is not known yet: until it comes, the shortest plan (one epoch), its
+        # decay held back until the plan, so that a long run does not spend it in its first steps
         self.decide(1 if self.budget else config["epochs"], self.max_warmup(1 if self.budget else config["epochs"]))
         self.first_planned = not self.budget
+        if self.budget:
+            self.decay_from = (max(self.warmup_steps, self.first_plan_step()), 0.0)
+
+    def first_plan_step(self):
+        """After how many steps a budget's first plan comes: ``PLAN_STEPS``, and in an epoch of
+        fewer steps before its last, so that even a one-epoch run decays."""
+        return max(1, min(PLAN_STEPS, self.steps_per_epoch - 1))
 
     def max_warmup(self, epochs):
         """The warm-up in steps of a plan of ``epochs``: ``warmup_epochs``, at most its share."""
@@ -157,7 +166,7 @@ class EpochPlan:
             return
         if step == 1:
             self.first_step_done = seconds_now(rt)  # the first step builds kernels: not timed
-        if step == min(PLAN_STEPS, self.steps_per_epoch):
+        if step == self.first_plan_step():
             timed = max(1, step - 1)
             since = self.first_step_done if step > 1 else self.planned_at
             self.plan_first(step, (seconds_now(rt) - since) / timed, rt)

@@ -315,7 +315,7 @@ def curve_limits(records):
 
 
 def figure1(records):
-    """The figure of section 2 (one panel per run with metrics), not yet written."""
+    """The figure of section 2 (a loss and an accuracy panel per run with metrics), not yet written."""
     with_history, epochs, top, _ = curve_limits(records)
     runs = [(panel_title(r), r.history, r.best_epoch) for r in with_history]
     return curves_grid(runs, epochs, top)
@@ -452,7 +452,7 @@ def mistakes_section(best, config, settings, out_dir, rt):
         items = gallery_items(best, mistakes, config, settings, rt)
         title = (f"{best.name}: the {len(items)} most confident {TAG} mistakes; heat map = Grad-CAM ({LAYER}) "
                  "of the prediction")
-        write_figure(os.path.join(out_dir, "gallery.png"), gallery_figure(items, title), dpi=90,
+        write_figure(os.path.join(out_dir, "gallery.png"), gallery_figure(items, title), dpi=150,
                      bbox_inches="tight")
         lines += ["", f"The {len(items)} mistakes made with the highest confidence: each image, and beside it "
                   f"the Grad-CAM heat map (captum's LayerGradCam on {LAYER}) of the predicted class over it.", "",
@@ -465,7 +465,7 @@ def mistakes_section(best, config, settings, out_dir, rt):
 
 FIGURES = (
     ("## 2 Figure 1", "Training and validation loss and accuracy per epoch; the dotted line is the epoch of the "
-     "saved weights (best validation mAP). All panels share their axes.", figure1, "figure1_curves.png"),
+     "saved weights (best validation mAP). Panels of one kind share their axes.", figure1, "figure1_curves.png"),
     ("## 3 Figure 2", "Test loss per epoch, recorded during training for this plot; it never chose the weights.",
      figure2, "figure2_test_loss.png"),
 )

@@ -3,6 +3,11 @@
 ``train(config)`` trains (or resumes) one run from a frozen config of plain values (train.py's
 settings resolved by ``resolve_config``: defaults, then the preset, then the command line, then
 what the split says); ``train_presets`` trains one preset or the report's four in turn.
+
+The default recipe under a budget of less than ``SHORT_BUDGET_MIN`` minutes trains at the
+``SHORT_BUDGET`` sizes throughout, and its log says so: kept beside the one schedule of
+``scenes.plan`` because the smaller sizes buy a short budget more epochs, which scored higher at 10
+minutes (RESULTS.md), a trade the schedule does not make.
 """
 import copy
 import csv
@@ -284,7 +289,8 @@ def describe(run):
     config, rt = run.config, run.rt
     budget = config["time_budget_min"]
     length = (f"as many epochs as fit in {budget:g} min, planned after its first steps{short_budget_note(config)}"
-              if budget > 0 else f"{run.plan.epochs} epochs of {run.plan.what_it_trains()}")
+              if budget > 0 else f"{run.plan.epochs} epoch{'s' if run.plan.epochs > 1 else ''} of "
+              f"{run.plan.what_it_trains()}")
     images = len(run.loaders["train"].indices) * rt.world
     processes = f"{rt.world} process{'es' if rt.world > 1 else ''}"
     run.log(f"run {config['run']}: {config['arch']} on {rt.device} ({'bf16' if rt.bf16 else 'fp32'}, {processes}), "

@@ -21,6 +21,20 @@ CPU = Runtime(torch.device("cpu"), bf16=False)  # float32 on the CPU, one proces
 REAL_DATA = os.environ.get("INTEL_SCENES", os.path.join(ROOT, "..", "shared", "data", "intel-scenes"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs the CUDA path; skipped where no CUDA GPU is present")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where CUDA is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def image_root(tmp_path):
     """Six classes of small synthetic JPEGs (12 per class, 40x40)."""

@@ -270,3 +270,15 @@ def test_an_image_replaced_by_another_of_the_same_size_and_time_is_never_served_
     plain = batches_of(training.split_loader({**config, "loader": "plain"}, "validation", CPU))
     assert not torch.equal(after, before) and torch.equal(after, plain)
     assert len(list((tmp_path / "cache").iterdir())) == 1  # the outdated cache was replaced
+
+
+def test_the_preview_shows_every_class_in_turn(splits, tmp_path, monkeypatch):
+    import NatureTypesDataset as preview_script
+    assert preview_script.every_class_in_turn([0, 0, 0, 1, 2, 2], 5) == [0, 3, 4, 1, 5]
+    shown = []
+    monkeypatch.setattr(preview_script, "write_figure", lambda path, fig, **kw: shown.append(fig))
+    dataset = preview_script.main([f"--splits_dir={splits[1]}", f"--out={tmp_path / 'preview.png'}"])
+    titles = [ax.get_title().split("\n") for ax in shown[0].axes if ax.get_title()]
+    assert len(titles) == 2 * 12  # twelve images, each as training and as evaluation sees it
+    assert {name for name, _ in titles} == set(dataset.class_names)
+    assert [what.split(",")[0] for _, what in titles[:6]] == ["training"] * 6

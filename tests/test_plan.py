@@ -129,6 +129,19 @@ def test_a_budget_below_one_epoch_trains_one_epoch_decaying_to_zero(monkeypatch)
                                  "left; training one epoch of 112 px crops")
 
 
+def test_a_long_budget_of_short_epochs_keeps_its_decay_for_the_plan(monkeypatch):
+    # 7 steps an epoch: the warm-up (5% of one epoch) is over before the first plan, after step 4
+    run = Simulated(monkeypatch, config_of(time_budget_min=10.0), 7, lambda epoch: 0.5)
+    check_one_schedule(run, 10.0)
+    assert run.factors[:5] == [1.0] * 5  # at the peak until the plan, not decaying as if one epoch were all
+    assert run.ends[0] > 0.99 and len(run.ends) > 50
+
+
+def test_an_epoch_of_three_steps_still_decays_within_a_budget_below_it(monkeypatch):
+    run = Simulated(monkeypatch, config_of(time_budget_min=0.05), 3, lambda epoch: 10.0)
+    assert len(run.ends) == 1 and run.ends[0] == 0.0  # planned after step 2, not after the epoch
+
+
 def test_mixing_and_the_crop_ramp_are_decided_by_the_first_plan_only(monkeypatch):
     config = config_of(time_budget_min=30.0, progressive_min_size=64, mix_until=0.5)
     # about 50 epochs fit at first; from epoch 10 the steps take three times as long

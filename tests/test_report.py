@@ -101,16 +101,32 @@ def test_broken_unfinished_and_absent_runs_are_named(made):
     assert list(result.table1.index) == ["adam_lr0.001", "sgd_lr0.01", "unfinished"]
 
 
-def test_figure1_has_one_panel_per_run_with_the_same_axes(made):
+def test_figures_1_and_2_have_panels_per_run_with_the_same_labelled_axes(made):
+    """Figure 1: per run a loss panel above an accuracy panel; Figure 2: a test-loss panel per run.
+    Panels of one kind share their axes; every axis is labelled; epochs are whole numbers."""
     _, _, result = made
     with_metrics = [r.name for r in result.records if r.history is not None]
     assert with_metrics == ["adam_lr0.001", "nobest", "sgd_lr0.01", "unfinished"]
-    for make in (report_module.figure1, report_module.figure2):
-        fig = make(result.records)
-        assert [ax.get_title().split(" ")[0] for ax in fig.axes] == with_metrics
-        assert len({(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes}) == 1
-        assert fig.axes[0].get_xlim() == (0.5, 3.5)  # up to the unfinished run's planned epochs
-        pyplot().close(fig)
+    figure1 = report_module.figure1(result.records)
+    loss = [ax for ax in figure1.axes if ax.get_ylabel().startswith("loss")]
+    accuracy = [ax for ax in figure1.axes if not ax.get_ylabel().startswith("loss")]
+    figure2 = report_module.figure2(result.records)
+    for panels, label in ((loss, "loss (cross-entropy)"), (accuracy, "accuracy (share of images)"),
+                          (figure2.axes, "test loss (cross-entropy)")):
+        assert len(panels) == 4 and {ax.get_ylabel() for ax in panels} == {label}
+        assert {ax.get_xlabel() for ax in panels} == {"epoch"}
+        assert len({(ax.get_xlim(), ax.get_ylim()) for ax in panels}) == 1
+        assert panels[0].get_xlim() == (0.5, 3.5)  # up to the unfinished run's planned epochs
+        ticks = [tick for ax in panels for tick in ax.get_xticks() if 0.5 <= tick <= 3.5]
+        assert ticks and all(float(tick).is_integer() for tick in ticks)
+    assert [ax.get_title().split(" ")[0] for ax in loss] == with_metrics == \
+        [ax.get_title().split(" ")[0] for ax in figure2.axes]
+    assert accuracy[0].get_ylim() == (0, 1.02)
+    styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in loss[0].lines + accuracy[0].lines}
+    assert len({styles[name] for name in ("train loss", "train accuracy", "validation loss",
+                                          "validation accuracy")}) == 4  # four styles a reader can tell apart
+    pyplot().close(figure1)
+    pyplot().close(figure2)
 
 
 def test_table1_equals_accuracy_eval_and_a_second_report_reads_the_scores_back(runs, tmp_path, capsys):
