@@ -114,6 +114,17 @@ def test_corrections_relabel_and_drop_when_the_split_is_made(audited, tmp_path):
     assert config["corrections_sha256"] == info["corrections_sha256"]
 
 
+def test_main_py_applies_corrections_in_its_split_step(audited, tmp_path):
+    import main as main_script
+    (dropped, _), *_ = list(audited.planted.items())
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(f"path,action,class\n{dropped},drop,\n")
+    main_script.main([f"--data_root={audited.root}", f"--splits_dir={tmp_path / 'splits'}", "--steps=split",
+                      "--val_size=0.25", "--test_size=0.25", f"--corrections={corrections}"])
+    info = json.loads((tmp_path / "splits" / "split_info.json").read_text())
+    assert info["corrections"]["dropped"] == 1 and dropped not in info["sha256"]
+
+
 @pytest.mark.parametrize("text, words", [
     ("path,action\n", ["header should begin with path,action,class"]),
     ("path,action,class\nforest/000.jpg,move,sea\n", ["line 2", "'move'; write relabel or drop"]),
