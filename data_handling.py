@@ -25,13 +25,14 @@ splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_inf
 val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
 seed = 0  # seeds the split [>= 0]
+corrections = ""  # a CSV of path,action,class rows (relabel or drop) applied first; audit.py suggests one
 # --- end of settings ---
 
 
 def main(argv=None):
     config, _ = cli.parse(__file__, __doc__, argv)
     return make_splits(config["data_root"], config["splits_dir"], config["val_size"], config["test_size"],
-                       config["seed"])
+                       config["seed"], corrections=config["corrections"])
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from scenes.checkpoints import load_checkpoint, model_from_checkpoint
 from scenes.evaluation import predict
 from scenes.files import ensure_file_folder, write_atomically
 from scenes.metrics import softmax_scores
+from scenes.outputs import check_output_file
 from scenes.prediction import FileLoader, find_images
 from scenes.runtime import Runtime, prepare_model
 from scenes.splits import read_split_csv
@@ -116,10 +117,13 @@ def main(argv=None):
     """Export and check; returns (largest softmax difference, images with the same top-1 class, images)."""
     settings, _ = cli.parse(__file__, __doc__, argv)
     ensure_file_folder(settings["out"], "out")
+    check_output_file(settings["out"], "out", [("--checkpoint", settings["checkpoint"])])
     checkpoint = load_checkpoint(settings["checkpoint"])
     config = checkpoint["config"]
     model = model_from_checkpoint(checkpoint, settings["checkpoint"])
-    batches = check_batches(check_paths(config, settings), config, settings["batch_size"])
+    paths = check_paths(config, settings)
+    check_output_file(settings["out"], "out", [("an image of the check", path) for path in paths])
+    batches = check_batches(paths, config, settings["batch_size"])
     source = settings["images"] or config["test_csv"]
     proto = onnx_model(model, eval_size(config), metadata(config, checkpoint["epoch"]))
     path, onnx_bytes = settings["out"], proto.SerializeToString()

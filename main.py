@@ -23,6 +23,7 @@ results_dir = "results"  # the comparison table, feature maps and report/ (demo/
 val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
 seed = 0  # seeds the split [>= 0]
+corrections = ""  # the split step applies this corrections file (path,action,class; audit.py suggests one)
 steps = "split,train,evaluate,features,report"  # comma-separated steps to run, in this order
 preset = "default"  # train.py's preset: default | sgd_lr0.01 | sgd_lr0.001 | adam_lr0.001 | pretrained | all
 epochs = 30  # train.py's epochs (the demo trains 6 unless given) [>= 1]

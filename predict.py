@@ -26,9 +26,11 @@ from scenes.checkpoints import load_checkpoint, model_from_checkpoint
 from scenes.evaluation import predict
 from scenes.files import ensure_file_folder, write_table
 from scenes.metrics import softmax_scores
+from scenes.outputs import check_output_file
 from scenes.prediction import FileLoader, find_images, read_path_list, scores_table, topk_lines
 from scenes.runtime import prepare_for_steps, runtime
 from scenes.scoring import SCORE_FORMAT
+from scenes.splits import check_class_list
 from scenes.transforms import build_transforms, eval_size
 
 # --- settings ---
@@ -77,8 +79,13 @@ def main(argv=None):
     check_settings(settings, arguments, class_names)
     if settings["out"]:
         ensure_file_folder(settings["out"], "out")
+        check_class_list(class_names, settings["checkpoint"])  # its class columns beside path, predicted, score
+        check_output_file(settings["out"], "out", [("--checkpoint", settings["checkpoint"]),
+                                                   ("--list_file", settings["list_file"])])
     list_paths = read_path_list(settings["list_file"]) if settings["list_file"] else []
     paths = find_images(arguments + list_paths)
+    if settings["out"]:
+        check_output_file(settings["out"], "out", [("an image to label", path) for path in paths])
     rt = runtime(settings["device"], settings["precision"])
     model = prepare_for_steps(model_from_checkpoint(checkpoint, settings["checkpoint"]), rt)
     del checkpoint  # the optimizer state is not needed
@@ -89,9 +96,9 @@ def main(argv=None):
     if not len(indices):
         raise cli.UserError(f"none of the {len(paths)} image(s) could be decoded (each is named above).")
     table = scores_table([paths[i] for i in indices.tolist()], softmax_scores(logits), class_names)
-    print("\n".join(topk_lines(table, class_names, settings["topk"])))
-    if settings["out"]:
+    if settings["out"]:  # before printing, so a reader that stops early (a pipe into head) loses no file
         write_table(settings["out"], table, index=False, float_format=SCORE_FORMAT)
+    print("\n".join(topk_lines(table, class_names, settings["topk"])))
     how = f"{rt.device}, {'bf16' if rt.bf16 else 'fp32'}, {eval_size(config)} px{', flip TTA' if tta_flip else ''}"
     print(f"predicted {len(table)} image(s) in {seconds:.2f} s: {len(table) / seconds:.1f} images/s, decoding "
           f"included ({how}); {len(loader.skipped)} skipped{'; wrote ' + settings['out'] if settings['out'] else ''}.",

@@ -17,7 +17,7 @@ from scenes.training import HELP_VALUES, train_presets
 data_root = ""  # folder of class sub-folders; "" = the one the split was made from
 splits_dir = "splits"  # folder with train.csv, validation.csv, test.csv (python main.py makes it)
 checkpoints_dir = "checkpoints"  # one sub-folder per run
-run = ""  # run folder name; "" = the preset's name
+run = ""  # run folder name (one folder of checkpoints_dir, no /); "" = the preset's name
 preset = "default"  # default | sgd_lr0.01 | sgd_lr0.001 | adam_lr0.001 | pretrained | all
 arch = "resnet18"  # torchvision ResNet: resnet18, resnet34, resnet50, ...
 pretrained = False  # start from torchvision's ImageNet weights, final layer replaced
@@ -28,7 +28,7 @@ time_budget_min = 0.0  # > 0: plan the epochs to end within this many minutes (u
 image_size = 128  # pixels (square) of the training crops (at the end of progressive resizing) [16 to 1024]
 progressive_min_size = 96  # > 0: training crops grow from this size to image_size over the first 3/4 of the epochs [0 or 16 to 1024]
 eval_image_size = 160  # pixels (square) for validation, test and evaluation; 0 = image_size [0 or 16 to 1024]
-batch_size = 64  # images per optimizer step, split among torchrun processes [>= 1]
+batch_size = 64  # images per optimizer step, split among torchrun processes (BatchNorm trains on 2+ each) [>= 2]
 eval_batch_size = 256  # images per evaluation batch [>= 1]
 optimizer = "sgd"  # sgd uses Nesterov momentum [one of sgd, adam, adamw]
 lr = 0.05  # peak learning rate [>= 0]

@@ -10,10 +10,13 @@ count it was saved under), ``format`` (``FORMAT``) and ``trained_on`` (``content
 training and validation images). A checkpoint without ``format`` was saved before runs knew their
 data by content: it is never resumed, and evaluated only with a note.
 """
+import contextlib
+import fcntl
 import math
 import os
 import pickle
 import socket
+import sys
 
 import torch
 
@@ -119,55 +122,53 @@ def check_class_names(checkpoint_classes, data_classes, path, where):
 
 
 class RunLock:
-    """A lock file in a run folder so two training processes never write the same run.
+    """A lock on a run folder so two training processes never write the same run.
 
-    A lock left by a process that is gone (killed, crashed) is taken over, never stuck forever.
+    The kernel holds it (``flock`` on ``<run>/.lock``) and lets go when its process ends however it
+    ends, so a lock left by a killed process is free, also when the next process has its PID (a
+    restarted container), and one held by a live process is respected across PID namespaces. The
+    file names its holder for the message; removing it at the end never hides the error that ended
+    the run.
     """
 
     def __init__(self, run_dir):
         self.path = os.path.join(run_dir, ".lock")
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-
-    def holder_alive(self):
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                host, _, pid = f.read().strip().rpartition(":")
-            if not host:
-                return False  # empty or garbled: locks are written whole (below), so no live process left it
-            if host != socket.gethostname():
-                return True  # another machine's process: cannot check, so respect it
-            os.kill(int(pid), 0)
-            return True
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return False
-        except PermissionError:
-            return True
+        self.fd = None
 
     def __enter__(self):
-        # The owner is written to a file of our own first and then hard-linked as the lock (which
-        # fails if the lock exists), so no process ever sees a lock without its owner in it.
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.owner)
+        while self.fd is None:
+            try:  # held read-only: the lock makes no writer of the disk (which may turn read-only)
+                fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise UserError(f"cannot write the lock {self.path} ({error.strerror}); choose a run folder that "
+                                "can be written.") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "starting"
+                os.close(fd)
+                raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
+                                "wait for it to finish or choose another --run.") from None
+            except OSError as error:  # a file system without locks (some network ones): run unguarded
+                print(f"warning: {self.path} cannot be locked ({error.strerror}); make sure no other training "
+                      "uses this run.", file=sys.stderr)
+            if self.same_file(fd):  # else its holder removed it meanwhile: lock the file there now
+                with contextlib.suppress(OSError), open(self.path, "w", encoding="utf-8") as f:
+                    f.write(self.owner)  # the holder's name, for messages only
+                self.fd = fd
+            else:
+                os.close(fd)
+        return self
+
+    def same_file(self, fd):
         try:
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)
-                    return self
-                except FileExistsError:
-                    if self.holder_alive():
-                        with open(self.path, encoding="utf-8") as f:
-                            holder = f.read().strip()
-                        raise UserError(f"another training process ({holder}) is using {os.path.dirname(self.path)}; "
-                                        f"wait for it to finish or choose another --run (remove {self.path} only if "
-                                        "no training is running).") from None
-                    os.remove(self.path)  # stale: its process is gone
-            raise UserError(f"could not take the lock {self.path}; remove it if no training is running.")
-        finally:
-            os.remove(tmp)
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc):
-        try:
+        with contextlib.suppress(OSError):  # a read-only disk: the file stays, unlocked and free
             os.remove(self.path)
-        except FileNotFoundError:
-            pass
+        os.close(self.fd)  # releases the lock
+        self.fd = None

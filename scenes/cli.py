@@ -15,11 +15,13 @@ A user mistake is raised as ``UserError`` and printed as one sentence on stderr 
 exit; anything else is a bug and keeps its traceback.
 """
 import ast
+import io
 import math
 import operator
 import os
 import re
 import sys
+import tokenize
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the scripts are
 BLOCK_START = "# --- settings ---"
@@ -41,12 +43,21 @@ def settings_block(script_path):
     start, end = lines.index(BLOCK_START), lines.index(BLOCK_END)
     settings = []
     for line in lines[start + 1:end]:
-        code, _, comment = line.partition("  # ")
-        if not code.strip() or code.lstrip().startswith("#"):
+        code, comment = split_comment(line)
+        if not code.strip():
             continue
         node = ast.parse(code).body[0]
-        settings.append((node.targets[0].id, ast.literal_eval(node.value), comment.strip()))
+        settings.append((node.targets[0].id, ast.literal_eval(node.value), comment))
     return settings
+
+
+def split_comment(line):
+    """(code, comment) of one line of Python; the tokenizer finds the comment, so a ``#`` inside a
+    string stays code."""
+    for token in tokenize.generate_tokens(io.StringIO(line).readline):
+        if token.type == tokenize.COMMENT:
+            return line[:token.start[1]], token.string[1:].strip()
+    return line, ""
 
 
 def convert(key, text, default):
@@ -106,9 +117,14 @@ def help_text(script_doc, settings, help_values=None):
     """``--help``: the script's docstring and one row per setting; a comment's ``{NAME}`` is filled
     from ``help_values``, so a threshold in a help text comes from its constant."""
     width = max(len(name) for name, _, _ in settings) + 2
-    rows = [f"  --{name + '=':<{width}} default {default!r:<14} {comment.format_map(help_values or {})}"
+    rows = [f"  --{name + '=':<{width}} default {default!r:<14} {fill(comment, help_values or {})}"
             for name, default, comment in settings]
     return f"{(script_doc or '').strip()}\n\nSettings (edit the top of the script or pass --key=value):\n" + "\n".join(rows)
+
+
+def fill(comment, values):
+    """A comment with each ``{NAME}`` of ``values`` replaced; any other brace is text."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m.group(1), m.group(0))), comment)
 
 
 def defaults(script_path):
@@ -159,12 +175,13 @@ def run(main):
     """Call ``main()``; a UserError becomes one sentence on stderr and exit status 2."""
     try:
         main()
+        sys.stdout.flush()  # a reader that is gone (a pipe into head) shows here, not at exit
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted.", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError:  # output piped into e.g. head, which stopped reading
-        sys.stderr.close()
+    except BrokenPipeError:  # output piped into e.g. head, which read what it wanted: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         sys.exit(0)

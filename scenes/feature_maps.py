@@ -12,6 +12,7 @@ from scenes.checkpoints import check_class_names, load_checkpoint, model_from_ch
 from scenes.features import NonPositiveStats, capture_outputs, check_module_names, image_maps, save_feature_maps, \
     stats_table
 from scenes.files import ensure_folder, write_text
+from scenes.outputs import check_output_folder
 from scenes.loaders import eval_loader
 from scenes.models import build_model, imagenet_weights
 from scenes.runtime import prepare_model, runtime
@@ -118,6 +119,7 @@ def write_feature_maps(config, overrides):
     check_module_names(model, names)
     data.update(data_root=config["data_root"] or data["data_root"], loader=config["loader"],
                 cache_dir=config["cache_dir"])
+    check_output_folder(config["out_dir"], "out_dir", data["data_root"])
     rt = runtime(config["device"], config["precision"])
     csv_file = data[f"{config['split']}_csv"]
     samples = read_split_csv(csv_file, data["data_root"], data["class_names"])

@@ -173,3 +173,21 @@ def save_confusion(confusion, class_names, path, title):
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     write_figure(path, fig)
+
+
+def picture_rows(rows, title, tile=2.6):
+    """Pictures in rows, each a list of ``(picture, caption)`` (an (H, W, 3) array, a short text),
+    each picture ``tile`` inches wide, so a 150-pixel photo is shown at its size or larger."""
+    plt = pyplot()
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(tile * columns, (tile + 0.5) * len(rows) + 0.4),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, (image, caption) in enumerate(row):
+            axes[r, c].imshow(image)
+            axes[r, c].set_title(caption, fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

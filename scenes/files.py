@@ -7,6 +7,8 @@ are drawn with matplotlib's headless backend (``pyplot``), so no script needs a 
 """
 import contextlib
 import errno
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -17,25 +19,67 @@ from scenes.cli import UserError
 def write_atomically(path, write, shared=False):
     """Call ``write(binary_file)`` on a temporary file, flush it to disk, then rename it to ``path``.
 
-    Any failure removes the temporary file and leaves the previous file as it was; an OSError (a
-    full disk, a folder that cannot be written) becomes a UserError that says so. ``shared``: other
-    processes may write the same file at once (a cache), so the temporary name is this process's.
+    Any failure removes the temporary file and leaves the previous file as it was; a failure of the
+    disk (an OSError, also when a library such as torch.save wraps it in its own error) becomes a
+    UserError naming the file. ``shared``: other processes may write the same file at once (a
+    cache), so the temporary name is this process's. Temporary files of ``path`` left by writers
+    that were killed are removed first.
     """
     tmp = f"{path}.{os.getpid()}.tmp" if shared else f"{path}.tmp"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        remove_stale_temporaries(path)
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        if not isinstance(error, OSError):
+        with contextlib.suppress(OSError):  # the error that brought us here is the one to report
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+        cause = disk_error(error)
+        if cause is None:
             raise
-        reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-        raise UserError(f"could not save {path}: {reason}; the previous file there is untouched.") from None
+        raise UserError(f"could not save {path}: {reason_of(cause)}; the previous file there is untouched.") from None
+
+
+def disk_error(error):
+    """The OSError behind ``error`` (itself, or the one a library's own error was raised while handling), or None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def reason_of(error):
+    return "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+
+
+def pid_alive(pid):
+    """Whether a process of this id runs (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path, pattern=None):
+    """Remove the ``<path>.<pid>.tmp`` of processes that are gone: what a writer killed in a shared
+    ``write_atomically`` leaves (``<path>.tmp`` is written over by the next save). ``pattern``, a
+    glob, names several targets at once. One named by this process's id is a leftover of an earlier
+    process (a restarted container), since this one writes none yet."""
+    pattern = pattern or glob.escape(path)
+    stale = []
+    for name in glob.glob(pattern + ".*.tmp"):
+        pid = name.rsplit(".", 2)[1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+            stale.append(name)
+    for name in stale:
+        with contextlib.suppress(OSError):  # another process may have removed it first
+            os.remove(name)
 
 
 def sub_folders(path):
@@ -66,6 +110,21 @@ def ensure_folder(path, setting, named="", create=True):
         except OSError as error:
             raise UserError(f"{named}: the folder cannot be created ({error.strerror or error}).") from None
     return path
+
+
+@contextlib.contextmanager
+def work_folder(path, setting, named=""):
+    """``ensure_folder`` for the work in the block; when that work fails before it wrote in the folder,
+    a folder made here is removed again, so a refusal leaves no empty folder behind."""
+    made = not os.path.isdir(path)
+    ensure_folder(path, setting, named)
+    try:
+        yield path
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the work wrote something worth keeping
+                os.rmdir(path)
+        raise
 
 
 def ensure_file_folder(path, setting):
@@ -119,6 +178,23 @@ def write_image(path, array, **imsave):
     write_atomically(path, lambda f: pyplot().imsave(f, array, format="png", **imsave))
 
 
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold the kernel's exclusive lock on a folder (made if missing), waiting while another process
+    holds it; where the file system has no locks, go on unlocked."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as error:
+        raise UserError(f"cannot write in {folder}: {error.strerror or error}.") from None
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_together(contents, marker):
     """Write ``{path: bytes}`` as one set: a failure leaves the previous files, a kill is detectable.
 
@@ -127,6 +203,11 @@ def write_together(contents, marker):
     previous file as it was. The renames, in the order of ``contents``, run while the file ``marker``
     exists: a kill among them leaves it behind, which tells a reader that the set is torn.
     """
+    with folder_lock(os.path.dirname(os.path.abspath(marker))):  # two writers of one set take turns
+        stage_and_rename(contents, marker)
+
+
+def stage_and_rename(contents, marker):
     staged = {path: f"{path}.new" for path in contents}
     renamed = 0
     try:
@@ -143,5 +224,6 @@ def write_together(contents, marker):
                 os.remove(leftover)
         if not isinstance(error, OSError):
             raise
+        state = "a torn set now, so write them again" if renamed else "untouched"
         raise UserError(f"could not rename {error.filename}: {error.strerror or error}; the files beside it are "
-                        "a torn set now, so write them again.") from None
+                        f"{state}.") from None

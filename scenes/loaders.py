@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Subset
 
 from scenes.cli import UserError
 from scenes.dataset import NatureTypesDataset
-from scenes.files import ensure_folder, ensure_room, write_atomically
+from scenes.files import ensure_folder, ensure_room, remove_stale_temporaries, write_atomically
 from scenes.images import decoding_threads, load_image
+from scenes.outputs import check_output_folder
 from scenes.splits import content_digests, read_split_csv
 from scenes.transforms import eval_resize, eval_size, pil_transforms, random_resized_crop_flip
 
@@ -153,8 +154,10 @@ def open_image_cache(csv_file, root, samples, size, cache_dir, build=True, log=p
     path = prefix + rest
     if not build:
         return ImageCache(path)
+    remove_stale_temporaries(path, os.path.join(glob.escape(cache_dir), "*.u8"))  # of runs killed while caching
     cache = checked_cache(path, log)
     if cache is None:
+        check_output_folder(cache_dir, "cache_dir", root)
         ensure_folder(cache_dir, "cache_dir")
         ensure_room(cache_dir, len(samples) * (size * size * 3 + CRC_BYTES),
                     f"the cache of {len(samples)} images at {size} px")

@@ -54,6 +54,11 @@ def resnet_names():
     return [name for name in torchvision.models.list_models(module=torchvision.models) if "resne" in name]
 
 
+def check_arch(arch):
+    if arch not in resnet_names():
+        raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(resnet_names())}.")
+
+
 def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_residual=False):
     """A torchvision classifier with ``num_classes`` outputs.
 
@@ -61,8 +66,7 @@ def build_model(arch, num_classes, pretrained=False, weights_file="", zero_init_
     report's fine-tuned variant does. ``zero_init_residual`` starts each residual block's last
     BatchNorm at zero (from scratch only), so every block begins as the identity.
     """
-    if arch not in resnet_names():
-        raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(resnet_names())}.")
+    check_arch(arch)
     if not pretrained:
         return torchvision.models.get_model(arch, num_classes=num_classes, zero_init_residual=zero_init_residual)
     model = torchvision.models.get_model(arch)

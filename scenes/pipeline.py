@@ -78,7 +78,8 @@ def run_pipeline(config, overrides):
     steps = steps_of(config["steps"])
     root, demo = choose_data(config, overrides, steps)
     if "split" in steps:
-        make_splits(root, config["splits_dir"], config["val_size"], config["test_size"], config["seed"])
+        make_splits(root, config["splits_dir"], config["val_size"], config["test_size"], config["seed"],
+                    corrections=config["corrections"])
     if "train" in steps:
         train_step(config, overrides, demo)
     data = {"data_root": root, "splits_dir": config["splits_dir"], "device": config["device"]}

@@ -5,9 +5,9 @@
 do) through the run's evaluation transforms, skipping the files it cannot decode; ``scores_table``
 is the result, one row per image.
 """
-import glob
 import math
 import os
+import pathlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +31,18 @@ def images_in(folder):
     return found
 
 
+def glob_matches(pattern):
+    """The paths a glob matches, sorted; ``**`` never enters a linked folder, so a link to a parent
+    folder cannot make it loop (Python's glob follows them, listing an image once per turn)."""
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts + ["*"]) if any(c in part for c in GLOB_CHARACTERS))
+    base = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else ".")
+    rest = os.sep.join(parts[fixed:])
+    matches = [path for path in pathlib.Path(base).glob(rest)  # hidden files and folders left out, as glob does
+               if not any(part.startswith(".") for part in path.relative_to(base).parts)]
+    return sorted(str(path) for path in matches)
+
+
 def images_of(argument):
     """The image files one argument names: a file as given, a folder's images, a glob's matches
     (its folders searched); a UserError when it names none."""
@@ -45,7 +57,7 @@ def images_of(argument):
     if not any(character in argument for character in GLOB_CHARACTERS):
         raise UserError(f"{argument!r} is neither a file nor a folder.")
     found = []
-    for match in sorted(glob.glob(argument, recursive=True)):
+    for match in glob_matches(argument):
         if os.path.isdir(match):
             found += images_in(match)
         elif is_image_name(os.path.basename(match)):
@@ -56,15 +68,16 @@ def images_of(argument):
 
 
 def find_images(arguments):
-    """The image files that ``arguments`` name, each once, in the order first named.
+    """The image files that ``arguments`` name, each once (by its real path, however many links lead
+    to it), in the order first named.
 
     A folder is searched recursively for the extensions a split accepts, in any letter case.
     """
     paths, seen = [], set()
     for argument in arguments:
         for path in images_of(argument):
-            if os.path.abspath(path) not in seen:
-                seen.add(os.path.abspath(path))
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
                 paths.append(path)
     return paths
 
@@ -73,9 +86,15 @@ def read_path_list(path):
     """The lines of a text file of paths (files, folders or globs), blank lines left out."""
     try:
         with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+            lines = [line.strip() for line in f if line.strip()]
     except OSError as error:
         raise UserError(f"cannot read the list of paths {path!r} ({error.strerror or error}).") from None
+    except UnicodeDecodeError:
+        lines = None
+    if lines is None or any("\0" in line for line in lines):
+        raise UserError(f"the list of paths {path!r} is not a text file (UTF-8, one path a line); "
+                        "name images directly or give a text file.")
+    return lines
 
 
 class FileLoader:

@@ -19,10 +19,11 @@ from scenes.gradcam import LAYER, grad_cam, gradcam_model
 from scenes.images import load_image
 from scenes.loaders import eval_loader
 from scenes.mistakes import confused_pairs, mistakes_table
+from scenes.outputs import check_output_folder
 from scenes.plan import crop_size
 from scenes.runtime import Runtime, prepare_model, runtime
-from scenes.scoring import (COMPARISON_FORMAT, comparison_table, markdown_table, metrics_of_scores, save_scores,
-                            eval_config, saved_scores, score_checkpoint, score_stem, table_row)
+from scenes.scoring import (COMPARISON_FORMAT, comparison_table, eval_config, markdown_cell, markdown_table,
+                            metrics_of_scores, save_scores, saved_scores, score_checkpoint, score_stem, table_row)
 from scenes.splits import read_split, read_split_info, split_csv, split_digest
 from scenes.transforms import build_transforms, eval_size, picture
 from scenes.training import REPORT_PRESETS
@@ -290,9 +291,15 @@ def runs_section(records, info, settings):
     return "\n".join(lines) + "\n"
 
 
+def image_link(alt, path):
+    """A Markdown image; a path with spaces or parentheses (from a class or run name) takes the <...> form."""
+    target = f"<{path}>" if any(c in path for c in " ()") else path
+    return f"![{alt.replace('[', '(').replace(']', ')')}]({target})"
+
+
 def markdown_rows(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+    return "\n".join(lines + ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows])
 
 
 def curve_limits(records):
@@ -364,7 +371,7 @@ def confusion_section(records, out_dir):
         name = f"confusion_{r.name}.png"
         save_confusion(r.metrics["confusion"], r.config["class_names"], os.path.join(out_dir, name),
                        f"{r.name}: {TAG}, accuracy {r.metrics['accuracy']:.4f}")
-        lines += [f"![{r.name}]({name})", ""]
+        lines += [image_link(r.name, name), ""]
     return "\n".join(lines)
 
 
@@ -401,7 +408,7 @@ def features_section(best, config, settings, out_dir, rt):
                               f"{best.name}: {TAG} image {rel} ({name})", os.path.join(out_dir, "features"),
                               config["channels"])
             lines += ["", f"Figure 3 ({name}, `{rel}`): rows = modules, columns = channels.", "",
-                      f"![Figure 3: {name}](features/feature_maps_visualization/{name}.png)"]
+                      image_link(f"Figure 3: {name}", f"features/feature_maps_visualization/{name}.png")]
     else:
         lines += ["", f"No {TAG} image of {config['feature_classes']} for Figure 3."]
     batches = eval_loader(data, split_csv(settings["splits_dir"], TAG), rt.device, config["batch_size"], log=print)
@@ -506,6 +513,7 @@ def make_report(config, positionals):
     records = [read_run(run_dir) for run_dir in run_dirs(folder)]
     info, no_split = split_info(config)
     settings = eval_settings(config, info or {"data_root": ""})
+    check_output_folder(config["out_dir"], "out_dir", settings["root"])
     left_out = []
     if info:
         records, left_out = runs_of_this_split(records, settings, info)

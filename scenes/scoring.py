@@ -193,10 +193,16 @@ def comparison_table(rows):
     return table
 
 
+def markdown_cell(value):
+    """A Markdown table cell's text: a ``|`` would end the cell and a line break the row."""
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def markdown_table(table, caption):
-    header = f"| {table.index.name} | " + " | ".join(table.columns) + " |"
+    header = f"| {table.index.name} | " + " | ".join(map(markdown_cell, table.columns)) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
-    rows = [f"| {run} | " + " | ".join(f"{value:.4f}" for value in row) + " |" for run, row in table.iterrows()]
+    rows = [f"| {markdown_cell(run)} | " + " | ".join(f"{value:.4f}" for value in row) + " |"
+            for run, row in table.iterrows()]
     return "\n".join([caption, "", header, rule, *rows]) + "\n"
 
 

@@ -24,6 +24,10 @@ SPLITS = ("train", "validation", "test")
 CSV_COLUMNS = ("path", "label", "class_name")
 SPLIT_INFO = "split_info.json"
 INCOMPLETE = "split_incomplete"  # there while a split is being written
+# The columns beside the class columns in the CSVs the project writes (score files, predict.py --out,
+# mistakes.csv, Table 1): a class of one of these names would give a file two columns of one name.
+COLUMN_NAMES = ("path", "label", "predicted", "score", "prediction", "confidence", "run", "mAP", "accuracy",
+                "mean class accuracy")
 
 
 def is_image_name(name):
@@ -33,6 +37,18 @@ def is_image_name(name):
 def class_folders(root):
     """The class names of a dataset root: its sub-folders that are not hidden, sorted; [] if no folder."""
     return [os.path.basename(path) for path in sub_folders(root)]
+
+
+def check_class_list(class_names, where):
+    """Refuse a class list that no classifier or table of the project can use: fewer than two classes,
+    or a class named as a column of the project's CSVs."""
+    if len(class_names) < 2:
+        raise UserError(f"{where} has {len(class_names)} class ({', '.join(class_names)}); a classifier needs two "
+                        "or more class folders.")
+    clashes = [name for name in class_names if name in COLUMN_NAMES]
+    if clashes:
+        raise UserError(f"{where} has a class named {clashes[0]!r}, as a column of the score and prediction CSVs "
+                        f"({', '.join(COLUMN_NAMES)}); rename that class folder.")
 
 
 def split_csv(splits_dir, split):
@@ -171,6 +187,7 @@ def read_split_info(splits_dir):
     if bad:
         raise UserError(f"{path} lacks a valid {' and '.join(bad)}; make the split again with python main.py "
                         "--steps=split.")
+    check_class_list(info["class_names"], f"the split in {splits_dir!r}")
     return info
 
 

@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from scenes.cli import UserError
+from scenes.corrections import correct
 from scenes.files import ensure_folder, sub_folders
 from scenes.images import to_rgb
 from scenes.near_copies import NEAR_DISTANCE, connected_groups, near_pairs, perceptual_hash
-from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_disjoint, class_folders, is_image_name, write_split,
-                           write_split_csv)
+from scenes.splits import (IMAGE_EXTENSIONS, SPLITS, check_class_list, check_disjoint, class_folders, is_image_name,
+                           write_split, write_split_csv)
 
 # The full Intel set (17,034 images) splits into exactly 12,034 / 3,000 / 2,000 with these.
 DEFAULT_VAL_SIZE = 3000 / 17034
@@ -46,7 +47,21 @@ def scan_dataset(root):
     if empty:
         raise UserError(f"class folder(s) {', '.join(empty)} in {root!r} hold no images "
                         f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder.")
+    check_class_list(class_names, f"dataset root {root!r}")
+    check_distinct_folders(root, class_names)
     return class_names, samples
+
+
+def check_distinct_folders(root, class_names):
+    """Refuse two class folders that are one folder (a link to another class): its images would be filed
+    under two labels."""
+    first = {}
+    for name in class_names:
+        real = os.path.realpath(os.path.join(root, name))
+        if real in first:
+            raise UserError(f"class folders {first[real]} and {name} in {root!r} are the same folder ({real}), "
+                            "so its images would have two labels; remove the link.")
+        first[real] = name
 
 
 def holds_images(folder):
@@ -231,10 +246,12 @@ def report_copies(groups, digest_of, class_names, log):
     return duplicates, near
 
 
-def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print):
+def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_TEST_SIZE, seed=0, log=print,
+                corrections=""):
     """Scan, check, split and write the three CSVs plus split_info.json as one set. Returns the info dict."""
     class_names, samples = scan_dataset(root)
     check_names(root, samples)
+    samples, corrected = correct(samples, class_names, corrections, log)
     check_place(root, splits_dir)
     log(f"scanning {len(samples)} images in {len(class_names)} classes under {root} ...")
     samples, digests, hashes, unreadable = readable_images(root, samples, log)
@@ -247,7 +264,7 @@ def make_splits(root, splits_dir, val_size=DEFAULT_VAL_SIZE, test_size=DEFAULT_T
     info = {"data_root": os.path.abspath(root), "class_names": class_names, "seed": seed,
             "counts": {name: len(rows) for name, rows in splits.items()},
             "duplicates": duplicates, "near_copies": near, "near_distance": NEAR_DISTANCE,
-            "unreadable": unreadable, "sha256": dict(sorted(digest_of.items()))}
+            "unreadable": unreadable, "sha256": dict(sorted(digest_of.items())), **corrected}
     write_split(splits_dir, splits, class_names, info)
     log(split_summary(splits, class_names))
     log(f"the three splits are disjoint by path and by content; {len(duplicates)} duplicate group(s) and "

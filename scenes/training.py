@@ -29,10 +29,11 @@ from scenes import cli
 from scenes.checkpoints import FORMAT, RunLock, content_ids, load_checkpoint, save_checkpoint, verifiable
 from scenes.evaluation import evaluate, gather_split, recalibrate_batch_norms
 from scenes.figures import save_curves
-from scenes.files import ensure_folder, write_json, write_text
+from scenes.files import ensure_folder, work_folder, write_json, write_text
 from scenes.loaders import build_loader, source_of
 from scenes.metrics import classification_metrics
-from scenes.models import build_model, load_weights
+from scenes.models import build_model, check_arch, imagenet_weights, load_weights
+from scenes.outputs import check_output_folder, check_run_name, is_run_folder
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
 from scenes.runtime import Runtime, prepare_for_steps, runtime
 from scenes.speedups import keep_freed_memory
@@ -73,10 +74,12 @@ def resolve_config(config, overrides):
     config = {**config, **PRESETS[name], **overrides, "preset": name}
     if short_budget(config):
         config.update({k: v for k, v in SHORT_BUDGET.items() if k not in overrides})
-    config["run"] = config["run"] or name
+    config["run"] = check_run_name(config["run"] or name)
+    check_arch(config["arch"])
     info = read_split_info(config["splits_dir"])
     config["data_root"] = config["data_root"] or info["data_root"]
     config["class_names"] = info["class_names"]
+    config["corrections_sha256"] = info.get("corrections_sha256")  # a run knows it learnt corrected labels
     config.update(split_csvs(config["splits_dir"]))
     config["mean"], config["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
     return config
@@ -438,27 +441,53 @@ def save_epoch(run, epoch, improved):
     save_checkpoint(state, run.last_path)
 
 
-def check_splits(config):
-    """Fail before training if a CSV is broken, an image is not the one the split was made from, or
-    the splits share a file; the split's digests go into the config, so a resume and every reader
-    can tell the same split from another. Returns the ``content_ids`` of the training and
-    validation images, which the checkpoints keep."""
+def check_splits(config, world):
+    """Fail before training if a CSV is broken, an image is not the one the split was made from, the
+    splits share a file, or the training split is too small for a batch; the split's digests go into
+    the config, so a resume and every reader can tell the same split from another. Returns the
+    ``content_ids`` of the training and validation images, which the checkpoints keep."""
     split = read_split(config["splits_dir"], config["data_root"], config["class_names"])
     contents = split.info["sha256"]
     check_disjoint({name: [rel for rel, _ in rows] for name, rows in split.rows.items()}, contents)
+    train_count = len(split.rows["train"])
+    if train_count // world < 2:  # a batch of one image is dropped (see shard_indices)
+        raise cli.UserError(f"{config['train_csv']} lists {train_count} image(s), too few to train on: each of the "
+                            f"{world} process(es) needs two or more; make the split with more training images.")
     config["split_sha256"] = split.digests
     return content_ids(contents[rel] for name in ("train", "validation") for rel, _ in split.rows[name])
+
+
+def check_batch_size(config, world):
+    if config["batch_size"] // world < 2:
+        raise cli.UserError(f"--batch_size={config['batch_size']} gives each of the {world} process(es) batches of "
+                            "fewer than two images, on which BatchNorm cannot train; give --batch_size="
+                            f"{2 * world} or more.")
+
+
+def check_places(config):
+    """The run's folders are never a run itself nor in the data root (where a folder is a class)."""
+    if is_run_folder(config["checkpoints_dir"]):
+        raise cli.UserError(f"--checkpoints_dir={config['checkpoints_dir']} is a run folder itself; name the folder "
+                            "that holds the runs (each run is a folder in it).")
+    check_output_folder(config["checkpoints_dir"], "checkpoints_dir", config["data_root"])
+    if config["loader"] == "cached":
+        ensure_folder(config["cache_dir"], "cache_dir")
 
 
 def train(config):
     """Train (or resume) one run as the config says; returns its final history row."""
     started = time.perf_counter()
     rt = runtime(config["device"], config["precision"])
-    trained_on = check_splits(config)
-    if config["loader"] == "cached":
-        ensure_folder(config["cache_dir"], "cache_dir")
+    check_batch_size(config, rt.world)
+    trained_on = check_splits(config, rt.world)
+    check_places(config)
     run_dir = os.path.join(ensure_folder(config["checkpoints_dir"], "checkpoints_dir"), config["run"])
-    ensure_folder(run_dir, "run", f"the run folder {run_dir}")
+    with work_folder(run_dir, "run", f"the run folder {run_dir}"):  # a refusal in it leaves no empty folder
+        return train_in(run_dir, config, rt, started, trained_on)
+
+
+def train_in(run_dir, config, rt, started, trained_on):
+    """Train (or resume) the run in ``run_dir``, holding its lock."""
     saved = saved_run(config, run_dir)
     with (RunLock(run_dir) if rt.is_main else nullcontext()):
         run = build_run(config, rt, run_dir, started)
@@ -487,11 +516,14 @@ def train(config):
 def train_presets(config, overrides):
     """Train the preset the config names, or with ``preset=all`` the report's four one after another."""
     names = REPORT_PRESETS if config["preset"] == "all" else [config["preset"]]
-    rows = []
-    for name in names:
-        if len(names) > 1:
-            overrides = {**overrides, "preset": name, "run": ""}
-        rows.append(train(resolve_config(config, overrides)))
+    if len(names) > 1:
+        configs = [resolve_config(config, {**overrides, "preset": name, "run": ""}) for name in names]
+    else:
+        configs = [resolve_config(config, overrides)]
+    for run_config in configs:  # every preset checked before the first trains
+        if run_config["pretrained"]:
+            imagenet_weights(run_config["arch"], run_config["weights_file"])  # there, or a sentence that says how
+    rows = [train(run_config) for run_config in configs]
     if dist.is_initialized():
         dist.destroy_process_group()
     return rows

@@ -27,7 +27,7 @@ from scenes import cli
 from test_robustness import assert_user_error, run_cli, trained  # noqa: F401 (trained: a fixture)
 
 SCRIPTS = ["main", "data_handling", "NatureTypesDataset", "train", "accuracy_eval", "feature_map", "bench",
-           "report", "predict", "export"]
+           "report", "predict", "export", "audit"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def out_of_range(trained, tmp_path):
         (train.main, ["--lr=nan"], "--lr takes a finite number, not 'nan'"),
         (train.main, ["--label_smoothing=1"], "--label_smoothing=1.0 is outside its range [>= 0 and < 1]"),
         (train.main, ["--optimizer=sgdm"], "--optimizer takes one of sgd, adam, adamw, not 'sgdm'"),
-        (train.main, ["--batch_size=0"], "--batch_size=0 is outside its range [>= 1]"),
+        (train.main, ["--batch_size=0"], "--batch_size=0 is outside its range [>= 2]"),
         (data_handling.main, [f"--data_root={trained.root}", "--val_size=-0.1"], "--val_size=-0.1 is outside"),
         (main_script.main, ["--test_size=inf"], "--test_size takes a finite number"),
         (NatureTypesDataset.main, [f"--splits_dir={splits_dir}", "--num_images=0"], "--num_images=0 is outside"),
