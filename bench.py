@@ -47,7 +47,6 @@ from scenes.demo import make_demo_dataset
 from scenes.files import write_json
 from scenes.models import build_model, fold_batch_norms
 from scenes.runtime import runtime
-from scenes.speedups import keep_freed_memory
 from scenes.splits import SPLIT_INFO, content_digests, write_split_csv
 from scenes.splitting import scan_dataset
 from scenes.transforms import build_transforms
@@ -68,7 +67,7 @@ cache_dir = ""  # the default path's uint8 cache; "" = a temporary folder (built
 compile = False  # torch.compile the default path's model (its warm-up then includes compiling)
 peak_matmul_size = 2048  # n of the n x n matmuls that measure the machine's peak in each precision used [>= 1]
 seed = 0  # picks the images and seeds the models and the shuffling [>= 0]
-ablate = False  # also time the default path without each speed-up, side by side
+ablate = False  # also time the default path without each speed-up that applies to it, side by side
 # --- end of settings ---
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -517,21 +516,20 @@ def bench_size(size, bench_dir, cache_dir, rt, config, machine):
                          for kind, key in (("", "images_per_s"), ("_best_step", "best_step_images_per_s"))}
     print(f"\n{table(results, size)}\n(training costs {train_flops / 1e9:.2f} GFLOP per image, "
           f"evaluation {eval_flops / 1e9:.2f}, counted by FlopCounterMode)\n", flush=True)
-    if config["ablate"] and rt.device.type == "cpu":
+    if config["ablate"] and speedups.applies(rt):
         results["speedups"] = ablation(run_config, rt, config, flops, results["default"], size)
+    elif config["ablate"]:
+        print(f"--ablate: no speed-up applies on {rt.device} in {'bf16' if rt.bf16 else 'fp32'}; nothing to take out.")
     return results
 
 
 def ablation(run_config, rt, config, flops, default, size):
-    """The default path again without each CPU speed-up, then with all of them once more, side by side:
+    """The default path again without each speed-up, then with all of them once more, side by side:
     what each saves of a training step (its median) against the mean of the two runs with all."""
     runs = {}
-    for name in [s for s in speedups.SPEEDUPS if rt.bf16 or s != "matmul_convs"]:  # matmul: bf16 only
+    for name in speedups.applies(rt):
         print(f"{size}px default without {name} ...", flush=True)
-        if name == "keep_freed_memory":
-            keep_freed_memory(False)
         runs[name] = bench_path("default", run_config, rt, config, flops, skip=(name,))
-        keep_freed_memory()
     print(f"{size}px default again ...", flush=True)
     again = bench_path("default", run_config, rt, config, flops)
     with_all = (default["train"]["median_step_s"] + again["train"]["median_step_s"]) / 2
@@ -595,8 +593,6 @@ def main(argv=None):
         root, demo = resolve_data_root(config, bench_dir, needed)
         n_train, n_eval = write_bench_split(root, bench_dir, config, eval_batch_size)
         rt = runtime(config["device"], config["precision"])
-        if rt.device.type == "cpu":
-            keep_freed_memory()  # as train.py does, for both paths
         print(f"bench on {root}{' (generated DEMO images)' if demo else ''}: {n_train} training and {n_eval} "
               f"evaluation images; {rt.device} ({device_name(rt.device)}), torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, {os.cpu_count()} cores")

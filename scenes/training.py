@@ -36,7 +36,6 @@ from scenes.models import build_model, check_arch, imagenet_weights, load_weight
 from scenes.outputs import check_output_folder, check_run_name, is_run_folder
 from scenes.plan import MIX_MIN_EPOCHS, EpochPlan, crop_size
 from scenes.runtime import Runtime, prepare_for_steps, runtime
-from scenes.speedups import keep_freed_memory
 from scenes.splits import SPLITS, check_disjoint, read_split, read_split_info, split_csvs
 from scenes.transforms import IMAGENET_MEAN, IMAGENET_STD, augment_of, eval_size
 
@@ -188,8 +187,6 @@ def build_run(config, rt, run_dir, started):
     loaders = {split: split_loader(config, split, rt, log) for split in SPLITS}
     calibration = split_loader(config, "train", rt, log, clean=True) if config["precise_bn_images"] > 0 else None
     model = prepare_for_steps(model, rt)
-    if rt.device.type == "cpu":
-        keep_freed_memory()
     optimizer = make_optimizer(model, config)
     eval_images = len(loaders["validation"].indices) + len(loaders["test"].indices)
     plan = EpochPlan(config, len(loaders["train"]), started, eval_images, log)
