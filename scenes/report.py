@@ -309,8 +309,9 @@ def curve_limits(records):
     classes = max(len((r.config or {}).get("class_names", [])) for r in with_history) or 2
     values = [row[f"{split}_loss"] for r in with_history for row in r.history
               for split in ("train", "val", "test")]
-    # A diverged epoch would flatten every other curve: losses are cut at twice a uniform guess's.
-    top = min(max(1.0, *values), 2 * math.log(classes)) * 1.05
+    # A diverged epoch would flatten every other curve: losses are cut at twice a uniform guess's, or
+    # at twice their median when most of them lie higher (a short run's early epochs).
+    top = min(max(1.0, *values), max(2 * math.log(classes), 2 * float(np.median(values)))) * 1.05
     return with_history, epochs, top, max(values) > top
 
 

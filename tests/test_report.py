@@ -217,3 +217,14 @@ def test_settings_that_cannot_make_a_report_are_refused(runs, tmp_path):
     with pytest.raises(UserError, match="holds no run folders"):
         report.main(report_args(base, splits_dir, tmp_path / "empty", tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_loss_axes_show_a_short_run_and_cut_only_a_diverged_epoch():
+    def record(val_losses):
+        history = [{"epoch": i + 1, "train_loss": 2.5, "val_loss": v, "test_loss": v} for i, v in enumerate(val_losses)]
+        return report_module.RunRecord("r", "r", history=history, planned=len(history),
+                                       config={"class_names": list("abcdef")})
+    _, _, top, cut = report_module.curve_limits([record([7.2, 6.2, 4.7, 4.1])])  # all above 2 ln 6 = 3.58
+    assert top >= 7.2 and not cut
+    _, _, top, cut = report_module.curve_limits([record([1.5, 1e4, 1.2, 1.0])])
+    assert 3.5 < top < 10 and cut
