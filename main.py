@@ -20,6 +20,7 @@ data_root = ""  # folder of class sub-folders; "" = data/ if it has any, else th
 splits_dir = "splits"  # where train.csv, validation.csv, test.csv and split_info.json go (demo/splits for the demo)
 checkpoints_dir = "checkpoints"  # one sub-folder per run (demo/checkpoints for the demo)
 results_dir = "results"  # the comparison table, feature maps and report/ (demo/results for the demo)
+cache_dir = "cache"  # where decoded images are cached (demo/cache for the demo)
 val_size = 0.1761183515322297  # validation images: a fraction (< 1) or a count (3000 of 17034) [>= 0]
 test_size = 0.11741223435482  # test images: a fraction (< 1) or a count (2000 of 17034) [>= 0]
 seed = 0  # seeds the split [>= 0]

@@ -19,7 +19,7 @@ from scenes.training import REPORT_PRESETS, train_presets
 
 STEPS = ("split", "train", "evaluate", "features", "report")
 DEMO_DIR = "demo"
-DEMO_FOLDERS = {"splits_dir": "splits", "checkpoints_dir": "checkpoints", "results_dir": "results"}
+DEMO_FOLDERS = {"splits_dir": "splits", "checkpoints_dir": "checkpoints", "results_dir": "results", "cache_dir": "cache"}
 # A few quick epochs on the demo set: enough to see the pipeline work, not a benchmark.
 DEMO_TRAIN = dict(epochs=6, image_size=64, eval_image_size=64, batch_size=32, lr=0.05, warmup_epochs=0.0)
 TRAIN_KEYS = ("preset", "epochs", "time_budget_min", "device", "restart")  # passed on to train.py's settings
@@ -59,7 +59,7 @@ def train_step(config, overrides, demo):
     """train.py with main.py's training settings (and the demo's short recipe); returns the run names."""
     given = {key: config[key] for key in TRAIN_KEYS if key in overrides}
     paths = {"splits_dir": config["splits_dir"], "checkpoints_dir": config["checkpoints_dir"],
-             "restart": config["restart"]}
+             "cache_dir": config["cache_dir"], "restart": config["restart"]}
     train_overrides = {**(DEMO_TRAIN if demo else {}), **given, **paths, **({"run": "demo"} if demo else {})}
     train_config = {**cli.script_defaults("train.py"), **train_overrides}
     if not demo:
@@ -82,7 +82,8 @@ def run_pipeline(config, overrides):
                     corrections=config["corrections"])
     if "train" in steps:
         train_step(config, overrides, demo)
-    data = {"data_root": root, "splits_dir": config["splits_dir"], "device": config["device"]}
+    data = {"data_root": root, "splits_dir": config["splits_dir"], "cache_dir": config["cache_dir"],
+            "device": config["device"]}
     best = [os.path.join(config["checkpoints_dir"], name, "best.pth") for name in run_names(config, demo)]
     results = config["results_dir"]
     if "evaluate" in steps:

@@ -101,6 +101,7 @@ def test_the_demo_is_learnt_over_its_epochs_and_best_pth_is_its_best_epoch(tmp_p
     """The fresh-machine command's split and training, on the generated demo set."""
     monkeypatch.chdir(tmp_path)
     main_script.main(["--steps=split,train"])
+    assert os.listdir(tmp_path) == ["demo"]  # everything the demo writes, in one folder to delete
     with open(tmp_path / "demo" / "checkpoints" / "demo" / "metrics.csv", newline="") as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     maps = [row["val_map"] for row in rows]
