@@ -514,3 +514,16 @@ def test_planned_epochs_count_the_larger_crops_of_later_epochs():
     # the mean of the last two, scaled to 32 px ((40 + 30) / 2 = 35 s), 3 more.
     assert plan.planned_epochs(config, 165.0, 5, [(32, 30.0, 0.0)], rt) == 9
     assert plan.planned_epochs(config, 165.0, 5, [(16, 10.0, 0.0), (32, 30.0, 0.0)], rt) == 8
+
+
+def test_main_py_estimates_a_real_run_from_measured_steps(data, tmp_path):
+    from scenes.estimate import estimate_run
+    config = {**cli.script_defaults("train.py"), "splits_dir": data[1]}
+    overrides = {"splits_dir": data[1], "image_size": 32, "eval_image_size": 40, "batch_size": 8,
+                 "progressive_min_size": 0, "precise_bn_images": 0, "epochs": 3, "device": "cpu"}
+    said = []
+    seconds = estimate_run(config, overrides, log=said.append)
+    assert seconds > 0 and "min per epoch on this machine" in said[0] and ", 3 epochs" in said[0]
+    assert "--time_budget_min=MINUTES" in said[-1]
+    budget = estimate_run(config, {**overrides, "epochs": 10**6, "time_budget_min": 0.5}, log=said.append)
+    assert budget == 30 and "ended by the 0.5-minute budget" in said[-2]
