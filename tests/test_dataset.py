@@ -14,7 +14,6 @@ from scenes.cli import UserError
 from conftest import CPU, ROOT, train_args
 from scenes.splitting import make_splits
 from scenes.splits import write_split_csv as write_csv
-import train
 from NatureTypesDataset import NatureTypesDataset, build_transforms
 from scenes.loaders import shard_indices
 from scenes.splits import read_split_csv

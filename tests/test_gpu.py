@@ -17,11 +17,9 @@ import bench
 import export
 import predict
 import train
-from conftest import train_args
+from conftest import split_image_set, train_args
 from scenes import training
 from scenes.checkpoints import load_checkpoint
-from scenes.demo import make_demo_dataset
-from scenes.splitting import make_splits
 
 pytestmark = pytest.mark.gpu
 
@@ -34,9 +32,7 @@ def on_the_gpu(args):
 def gpu_run(tmp_path_factory):
     """Two epochs on the GPU in bf16: (base folder, splits_dir, run folder, the model as the step ran it)."""
     base = tmp_path_factory.mktemp("gpu")
-    root = make_demo_dataset(str(base / "images"), per_class=12, size=40)
-    splits_dir = str(base / "splits")
-    make_splits(root, splits_dir, val_size=0.25, test_size=0.25, seed=0, log=lambda *a: None)
+    splits_dir = split_image_set(base)
     models, prepare = [], training.prepare_for_steps
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "prepare_for_steps", lambda model, rt: models.append(prepare(model, rt)) or models[-1])

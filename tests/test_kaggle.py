@@ -36,7 +36,7 @@ def test_data_root_anywhere_in_the_download_names_the_class_folders(archive, tmp
     root = archive / "archive" / where if where else archive / "archive"
     code, err = run_cli(data_handling.main, [f"--data_root={root}", f"--splits_dir={tmp_path / 's'}"], capsys)
     nested = "seg_test/seg_test" if where == "seg_test" else "seg_train/seg_train"
-    line = assert_user_error(code, err, f"{nested} holds class folders", f"--data_root=")
+    line = assert_user_error(code, err, f"{nested} holds class folders", "--data_root=")
     assert line.split("--data_root=")[1].split(";")[0].rstrip(".").endswith(nested)
     if not where:  # the archive itself: the test folder is named as what accuracy_eval.py --folder takes
         assert "--folder=" in line and "seg_test/seg_test" in line
